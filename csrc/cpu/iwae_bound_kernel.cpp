@@ -1,0 +1,117 @@
+// CPU kernels of iwae_bound: a stable logsumexp over k and the softmax
+// weights, column-blocked so each pass walks contiguous memory.
+#include "../ops/iwae.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace genvar::cpu {
+namespace {
+
+constexpr int64_t kGrainColumns = 64;
+
+// Fills shift[b] (the column max where finite, else 0) and total[b]
+// (sum_k exp(log_w - shift)) for columns [begin, end).
+template <typename scalar_t>
+void shifted_sums(const scalar_t* log_weights, int64_t num_samples, int64_t batch, int64_t begin,
+                  int64_t end, std::vector<scalar_t>& shift, std::vector<scalar_t>& total) {
+  const int64_t width = end - begin;
+  shift.assign(width, -std::numeric_limits<scalar_t>::infinity());
+  total.assign(width, scalar_t(0));
+  for (int64_t k = 0; k < num_samples; ++k) {
+    const scalar_t* row = log_weights + k * batch + begin;
+    for (int64_t i = 0; i < width; ++i) shift[i] = row[i] > shift[i] ? row[i] : shift[i];
+  }
+  for (int64_t i = 0; i < width; ++i) shift[i] = std::isfinite(shift[i]) ? shift[i] : scalar_t(0);
+  for (int64_t k = 0; k < num_samples; ++k) {
+    const scalar_t* row = log_weights + k * batch + begin;
+    for (int64_t i = 0; i < width; ++i) total[i] += std::exp(row[i] - shift[i]);
+  }
+}
+
+template <typename scalar_t>
+void bound_impl(const scalar_t* log_weights, scalar_t* bound, scalar_t* weights,
+                int64_t num_samples, int64_t batch) {
+  const scalar_t log_k = std::log(static_cast<scalar_t>(num_samples));
+  at::parallel_for(0, batch, kGrainColumns, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> shift, total;
+    shifted_sums(log_weights, num_samples, batch, begin, end, shift, total);
+    for (int64_t i = 0; i < end - begin; ++i) {
+      bound[begin + i] = std::log(total[i]) + shift[i] - log_k;
+    }
+    for (int64_t k = 0; k < num_samples; ++k) {
+      const scalar_t* row = log_weights + k * batch + begin;
+      scalar_t* out_row = weights + k * batch + begin;
+      for (int64_t i = 0; i < end - begin; ++i) {
+        // A column of -inf has total 0: no sample is possible, weights stay 0.
+        out_row[i] = total[i] > 0 ? std::exp(row[i] - shift[i]) / total[i] : scalar_t(0);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> iwae_bound_cpu(const at::Tensor& log_weights) {
+  check_iwae_bound_args(log_weights);
+  const auto log_weights_c = log_weights.contiguous();
+  const int64_t num_samples = log_weights.size(0), batch = log_weights.size(1);
+  at::Tensor bound = at::empty({batch}, log_weights.options());
+  at::Tensor weights = at::empty({num_samples, batch}, log_weights.options());
+  AT_DISPATCH_FLOATING_TYPES(log_weights.scalar_type(), "iwae_bound_cpu", [&] {
+    bound_impl<scalar_t>(log_weights_c.const_data_ptr<scalar_t>(), bound.mutable_data_ptr<scalar_t>(),
+                         weights.mutable_data_ptr<scalar_t>(), num_samples, batch);
+  });
+  return {bound, weights};
+}
+
+// grad_log_w = w * (grad_bound + grad_w - sum_k w * grad_w), per column.
+template <typename scalar_t>
+void bound_backward_impl(const scalar_t* grad_bound, const scalar_t* grad_weights,
+                         const scalar_t* weights, scalar_t* grad_log_weights,
+                         int64_t num_samples, int64_t batch) {
+  at::parallel_for(0, batch, kGrainColumns, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> centre(end - begin, scalar_t(0));
+    for (int64_t k = 0; k < num_samples; ++k) {
+      for (int64_t b = begin; b < end; ++b) {
+        centre[b - begin] += weights[k * batch + b] * grad_weights[k * batch + b];
+      }
+    }
+    for (int64_t k = 0; k < num_samples; ++k) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t index = k * batch + b;
+        grad_log_weights[index] =
+            weights[index] * (grad_bound[b] + grad_weights[index] - centre[b - begin]);
+      }
+    }
+  });
+}
+
+at::Tensor iwae_bound_backward_cpu(const at::Tensor& grad_bound, const at::Tensor& grad_weights,
+                                   const at::Tensor& weights) {
+  check_iwae_bound_backward_args(grad_bound, grad_weights, weights);
+  const auto grad_bound_c = grad_bound.contiguous(), grad_weights_c = grad_weights.contiguous();
+  const auto weights_c = weights.contiguous();
+  at::Tensor grad_log_weights = at::empty(weights.sizes(), weights.options());
+  AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "iwae_bound_backward_cpu", [&] {
+    bound_backward_impl<scalar_t>(grad_bound_c.const_data_ptr<scalar_t>(),
+                                  grad_weights_c.const_data_ptr<scalar_t>(),
+                                  weights_c.const_data_ptr<scalar_t>(),
+                                  grad_log_weights.mutable_data_ptr<scalar_t>(),
+                                  weights.size(0), weights.size(1));
+  });
+  return grad_log_weights;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(genvar, CPU, m) {
+  m.impl("iwae_bound", &iwae_bound_cpu);
+  m.impl("iwae_bound_backward", &iwae_bound_backward_cpu);
+}
+
+}  // namespace genvar::cpu

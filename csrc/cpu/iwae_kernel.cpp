@@ -1,0 +1,184 @@
+// CPU kernels of the IWAE ops: OpenMP over rows, SIMD inside a row.
+#include "../ops/iwae.h"
+#include "fast_math.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+
+namespace genvar::cpu {
+namespace {
+
+// Rows of at least this many elements each make a parallel task worth it.
+constexpr int64_t kGrainElements = 32768;
+
+int64_t grain_rows(int64_t row_length) {
+  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, row_length));
+}
+
+// sum_d x_d * l_d - softplus(l_d): the Bernoulli log-likelihood of one row.
+template <typename scalar_t>
+GENVAR_INLINE scalar_t bernoulli_row(const scalar_t* logits, const scalar_t* x, int64_t data_dim) {
+  scalar_t total = 0;
+#pragma omp simd reduction(+ : total)
+  for (int64_t d = 0; d < data_dim; ++d) {
+    total += x[d] * logits[d] - Math<scalar_t>::softplus(logits[d]);
+  }
+  return total;
+}
+
+GENVAR_TARGET_CLONES float bernoulli_row_dispatch(const float* logits, const float* x,
+                                                  int64_t data_dim) {
+  return bernoulli_row(logits, x, data_dim);
+}
+double bernoulli_row_dispatch(const double* logits, const double* x, int64_t data_dim) {
+  return bernoulli_row(logits, x, data_dim);
+}
+
+// grad_logits_d = g * (x_d - sigmoid(l_d)) for one row.
+template <typename scalar_t>
+GENVAR_INLINE void bernoulli_row_grad(const scalar_t* logits, const scalar_t* x, scalar_t grad,
+                               scalar_t* grad_logits, int64_t data_dim) {
+#pragma omp simd
+  for (int64_t d = 0; d < data_dim; ++d) {
+    grad_logits[d] = grad * (x[d] - Math<scalar_t>::sigmoid(logits[d]));
+  }
+}
+
+GENVAR_TARGET_CLONES void bernoulli_row_grad_dispatch(const float* logits, const float* x,
+                                                      float grad, float* grad_logits,
+                                                      int64_t data_dim) {
+  bernoulli_row_grad(logits, x, grad, grad_logits, data_dim);
+}
+void bernoulli_row_grad_dispatch(const double* logits, const double* x, double grad,
+                                 double* grad_logits, int64_t data_dim) {
+  bernoulli_row_grad(logits, x, grad, grad_logits, data_dim);
+}
+
+// log N(z; 0, 1) - log N(z; mu, exp(logvar)) summed over the latent row.
+template <typename scalar_t>
+inline scalar_t gaussian_ratio_row(const scalar_t* z, const scalar_t* mu, const scalar_t* logvar,
+                                   int64_t latent_dim) {
+  scalar_t total = 0;
+  for (int64_t j = 0; j < latent_dim; ++j) {
+    const scalar_t diff = z[j] - mu[j];
+    total += scalar_t(0.5) * (diff * diff * Math<scalar_t>::exp(-logvar[j]) + logvar[j] -
+                              z[j] * z[j]);
+  }
+  return total;
+}
+
+template <typename scalar_t>
+void log_weights_impl(const scalar_t* logits, const scalar_t* x, const scalar_t* z,
+                      const scalar_t* mu, const scalar_t* logvar, scalar_t* out,
+                      const IwaeSizes& sizes) {
+  const int64_t rows = sizes.num_samples * sizes.batch;
+  at::parallel_for(0, rows, grain_rows(sizes.data_dim), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row % sizes.batch;
+      out[row] = bernoulli_row_dispatch(logits + row * sizes.data_dim, x + b * sizes.data_dim,
+                                        sizes.data_dim) +
+                 gaussian_ratio_row(z + row * sizes.latent_dim, mu + b * sizes.latent_dim,
+                                    logvar + b * sizes.latent_dim, sizes.latent_dim);
+    }
+  });
+}
+
+at::Tensor iwae_log_weights_cpu(const at::Tensor& logits, const at::Tensor& x,
+                                const at::Tensor& z, const at::Tensor& mu,
+                                const at::Tensor& logvar) {
+  const IwaeSizes sizes = check_iwae_log_weights_args(logits, x, z, mu, logvar);
+  const auto logits_c = logits.contiguous(), x_c = x.contiguous(), z_c = z.contiguous();
+  const auto mu_c = mu.contiguous(), logvar_c = logvar.contiguous();
+  at::Tensor out = at::empty({sizes.num_samples, sizes.batch}, logits.options());
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "iwae_log_weights_cpu", [&] {
+    log_weights_impl<scalar_t>(logits_c.const_data_ptr<scalar_t>(), x_c.const_data_ptr<scalar_t>(),
+                               z_c.const_data_ptr<scalar_t>(), mu_c.const_data_ptr<scalar_t>(),
+                               logvar_c.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                               sizes);
+  });
+  return out;
+}
+
+// Gradients of the Gaussian terms: grad_z per (k, b, j); grad_mu and
+// grad_logvar summed over k, so each b owns its output row (no atomics).
+template <typename scalar_t>
+void gaussian_grad_impl(const scalar_t* grad, const scalar_t* z, const scalar_t* mu,
+                        const scalar_t* logvar, scalar_t* grad_z, scalar_t* grad_mu,
+                        scalar_t* grad_logvar, const IwaeSizes& sizes) {
+  const int64_t latent_dim = sizes.latent_dim;
+  at::parallel_for(0, sizes.batch, grain_rows(sizes.num_samples * latent_dim),
+                   [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* mu_row = mu + b * latent_dim;
+      const scalar_t* logvar_row = logvar + b * latent_dim;
+      scalar_t* grad_mu_row = grad_mu + b * latent_dim;
+      scalar_t* grad_logvar_row = grad_logvar + b * latent_dim;
+      for (int64_t j = 0; j < latent_dim; ++j) grad_mu_row[j] = grad_logvar_row[j] = 0;
+      for (int64_t k = 0; k < sizes.num_samples; ++k) {
+        const int64_t row = k * sizes.batch + b;
+        const scalar_t g = grad[row];
+        for (int64_t j = 0; j < latent_dim; ++j) {
+          const scalar_t zj = z[row * latent_dim + j];
+          const scalar_t scaled = (zj - mu_row[j]) * Math<scalar_t>::exp(-logvar_row[j]);
+          grad_z[row * latent_dim + j] = g * (scaled - zj);
+          grad_mu_row[j] -= g * scaled;
+          grad_logvar_row[j] += g * scalar_t(0.5) * (scalar_t(1) - scaled * (zj - mu_row[j]));
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void bernoulli_grad_impl(const scalar_t* grad, const scalar_t* logits, const scalar_t* x,
+                         scalar_t* grad_logits, const IwaeSizes& sizes) {
+  const int64_t rows = sizes.num_samples * sizes.batch;
+  const int64_t data_dim = sizes.data_dim;
+  at::parallel_for(0, rows, grain_rows(data_dim), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      bernoulli_row_grad_dispatch(logits + row * data_dim, x + (row % sizes.batch) * data_dim,
+                                  grad[row], grad_logits + row * data_dim, data_dim);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_log_weights_backward_cpu(
+    const at::Tensor& grad_log_weights, const at::Tensor& logits, const at::Tensor& x,
+    const at::Tensor& z, const at::Tensor& mu, const at::Tensor& logvar) {
+  const IwaeSizes sizes =
+      check_iwae_log_weights_backward_args(grad_log_weights, logits, x, z, mu, logvar);
+  const auto grad_c = grad_log_weights.contiguous(), logits_c = logits.contiguous();
+  const auto x_c = x.contiguous(), z_c = z.contiguous();
+  const auto mu_c = mu.contiguous(), logvar_c = logvar.contiguous();
+  at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());
+  at::Tensor grad_z = at::empty(z.sizes(), z.options());
+  at::Tensor grad_mu = at::empty(mu.sizes(), mu.options());
+  at::Tensor grad_logvar = at::empty(logvar.sizes(), logvar.options());
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "iwae_log_weights_backward_cpu", [&] {
+    const scalar_t* grad = grad_c.const_data_ptr<scalar_t>();
+    bernoulli_grad_impl<scalar_t>(grad, logits_c.const_data_ptr<scalar_t>(),
+                                  x_c.const_data_ptr<scalar_t>(),
+                                  grad_logits.mutable_data_ptr<scalar_t>(), sizes);
+    gaussian_grad_impl<scalar_t>(grad, z_c.const_data_ptr<scalar_t>(),
+                                 mu_c.const_data_ptr<scalar_t>(),
+                                 logvar_c.const_data_ptr<scalar_t>(),
+                                 grad_z.mutable_data_ptr<scalar_t>(),
+                                 grad_mu.mutable_data_ptr<scalar_t>(),
+                                 grad_logvar.mutable_data_ptr<scalar_t>(), sizes);
+  });
+  return {grad_logits, grad_z, grad_mu, grad_logvar};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(genvar, CPU, m) {
+  m.impl("iwae_log_weights", &iwae_log_weights_cpu);
+  m.impl("iwae_log_weights_backward", &iwae_log_weights_backward_cpu);
+}
+
+}  // namespace genvar::cpu

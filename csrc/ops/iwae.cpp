@@ -1,0 +1,97 @@
+// Schemas of the IWAE ops and the argument checks every backend shares.
+#include "iwae.h"
+
+#include <torch/library.h>
+
+namespace genvar {
+namespace {
+
+void check_floating(const at::Tensor& tensor, const char* name) {
+  TORCH_CHECK(tensor.scalar_type() == at::kFloat || tensor.scalar_type() == at::kDouble,
+              name, " must be float32 or float64, got ", tensor.scalar_type());
+}
+
+void check_rank(const at::Tensor& tensor, const char* name, int64_t rank, const char* layout) {
+  TORCH_CHECK(tensor.dim() == rank, name, " must have rank ", rank, " ", layout,
+              ", got shape ", tensor.sizes());
+}
+
+void check_shape(const at::Tensor& tensor, const char* name, at::IntArrayRef expected,
+                 const char* layout) {
+  TORCH_CHECK(tensor.sizes() == expected, name, " must have shape ", layout, " = ", expected,
+              ", got ", tensor.sizes());
+}
+
+void check_same_dtype_and_device(const at::Tensor& reference, const char* reference_name,
+                                 const at::Tensor& tensor, const char* name) {
+  TORCH_CHECK(tensor.scalar_type() == reference.scalar_type(), name, " has dtype ",
+              tensor.scalar_type(), " but ", reference_name, " has dtype ",
+              reference.scalar_type(), ": all inputs must share one dtype");
+  TORCH_CHECK(tensor.device() == reference.device(), name, " is on ", tensor.device(), " but ",
+              reference_name, " is on ", reference.device(),
+              ": all inputs must be on one device");
+}
+
+}  // namespace
+
+IwaeSizes check_iwae_log_weights_args(const at::Tensor& logits, const at::Tensor& x,
+                                      const at::Tensor& z, const at::Tensor& mu,
+                                      const at::Tensor& logvar) {
+  check_floating(logits, "logits");
+  check_rank(logits, "logits", 3, "[k, B, D]");
+  check_rank(x, "x", 2, "[B, D]");
+  check_rank(z, "z", 3, "[k, B, Z]");
+  check_rank(mu, "mu", 2, "[B, Z]");
+  check_rank(logvar, "logvar", 2, "[B, Z]");
+  const IwaeSizes sizes{logits.size(0), logits.size(1), logits.size(2), z.size(2)};
+  TORCH_CHECK(sizes.num_samples > 0, "logits must have k > 0 samples, got shape ",
+              logits.sizes());
+  check_shape(x, "x", {sizes.batch, sizes.data_dim}, "[B, D] (from logits [k, B, D])");
+  check_shape(z, "z", {sizes.num_samples, sizes.batch, sizes.latent_dim},
+              "[k, B, Z] (k, B from logits)");
+  check_shape(mu, "mu", {sizes.batch, sizes.latent_dim}, "[B, Z] (from z)");
+  check_shape(logvar, "logvar", {sizes.batch, sizes.latent_dim}, "[B, Z] (from z)");
+  check_same_dtype_and_device(logits, "logits", x, "x");
+  check_same_dtype_and_device(logits, "logits", z, "z");
+  check_same_dtype_and_device(logits, "logits", mu, "mu");
+  check_same_dtype_and_device(logits, "logits", logvar, "logvar");
+  return sizes;
+}
+
+IwaeSizes check_iwae_log_weights_backward_args(const at::Tensor& grad_log_weights,
+                                               const at::Tensor& logits, const at::Tensor& x,
+                                               const at::Tensor& z, const at::Tensor& mu,
+                                               const at::Tensor& logvar) {
+  const IwaeSizes sizes = check_iwae_log_weights_args(logits, x, z, mu, logvar);
+  check_shape(grad_log_weights, "grad_log_weights", {sizes.num_samples, sizes.batch}, "[k, B]");
+  check_same_dtype_and_device(logits, "logits", grad_log_weights, "grad_log_weights");
+  return sizes;
+}
+
+void check_iwae_bound_args(const at::Tensor& log_weights) {
+  check_floating(log_weights, "log_weights");
+  check_rank(log_weights, "log_weights", 2, "[k, B]");
+  TORCH_CHECK(log_weights.size(0) > 0, "log_weights must have k > 0 samples, got shape ",
+              log_weights.sizes());
+}
+
+void check_iwae_bound_backward_args(const at::Tensor& grad_bound, const at::Tensor& grad_weights,
+                                    const at::Tensor& weights) {
+  check_iwae_bound_args(weights);
+  check_shape(grad_bound, "grad_bound", {weights.size(1)}, "[B]");
+  check_shape(grad_weights, "grad_weights", weights.sizes(), "[k, B]");
+  check_same_dtype_and_device(weights, "weights", grad_bound, "grad_bound");
+  check_same_dtype_and_device(weights, "weights", grad_weights, "grad_weights");
+}
+
+TORCH_LIBRARY_FRAGMENT(genvar, m) {
+  m.def("iwae_log_weights(Tensor logits, Tensor x, Tensor z, Tensor mu, Tensor logvar) -> Tensor");
+  m.def(
+      "iwae_log_weights_backward(Tensor grad_log_weights, Tensor logits, Tensor x, Tensor z, "
+      "Tensor mu, Tensor logvar) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("iwae_bound(Tensor log_weights) -> (Tensor, Tensor)");
+  m.def(
+      "iwae_bound_backward(Tensor grad_bound, Tensor grad_weights, Tensor weights) -> Tensor");
+}
+
+}  // namespace genvar

@@ -1,0 +1,108 @@
+"""Command line: `python -m genvar_bench run ...` trains, scores and tabulates methods."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+import torch
+
+from genvar_bench import data as datasets
+from genvar_bench.ops import BACKENDS
+from genvar_bench.profiles import PROFILES, get_profile
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m genvar_bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="train and score methods; add their rows to the table")
+    run.add_argument("--method", type=_name_list, default=["vae", "iwae"],
+                     help="comma-separated method names (default: vae,iwae)")
+    run.add_argument("--k", type=_int_list, default=None,
+                     help="comma-separated sample counts (default: the profile's)")
+    run.add_argument("--layers", type=_int_list, default=[1], help="stochastic layers: 1 and/or 2")
+    run.add_argument("--dataset", choices=datasets.DATASETS, default=None,
+                     help="default: the profile's (quick: digits; standard, paper: mnist)")
+    run.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    run.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    run.add_argument("--backend", choices=BACKENDS, default="fused")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", default="results", help="results folder (default: results/)")
+    run.add_argument("--data-dir", default=None, help="folder holding binarized_mnist.npz")
+    run.add_argument("--epochs", type=int, default=None,
+                     help="override the profile's number of epochs (its schedule is cut)")
+    run.add_argument("--eval-samples", type=int, default=None,
+                     help="importance samples of the test NLL (default: the profile's, 5000)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def _check_device(device: str, backend: str) -> None:
+    target = torch.device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"error: --device {device} asked for, but torch {torch.__version__} sees no CUDA device")
+    if backend == "fused":
+        from genvar_bench._extension import cuda_ops_built, require_extension
+        try:
+            require_extension()
+        except RuntimeError as error:
+            sys.exit(f"error: {error}")
+        if target.type == "cuda" and not cuda_ops_built():
+            sys.exit("error: the op library was built without CUDA kernels; rebuild with "
+                     "GENVAR_CUDA=1 pip install --no-build-isolation -e . or use --backend reference")
+
+
+def command_run(args) -> int:
+    from genvar_bench.results import update_results
+    from genvar_bench.runner import RunConfig, run_one
+
+    profile = get_profile(args.profile)
+    if args.epochs is not None:
+        profile = profile.scaled(args.epochs)
+    if args.eval_samples is not None:
+        profile = type(profile)(**{**profile.__dict__, "eval_samples": args.eval_samples})
+    _check_device(args.device, args.backend)
+    dataset = datasets.load_dataset(args.dataset or profile.dataset, args.data_dir)
+    configs = [RunConfig(method, k, layers, args.seed, args.device, args.backend)
+               for method, k, layers in itertools.product(args.method, args.k or profile.num_samples,
+                                                          args.layers)]
+    done = 0
+    try:
+        for config in configs:
+            print(f"[{done + 1}/{len(configs)}] {config.method} k={config.num_samples} "
+                  f"layers={config.layers} on {dataset.name} ({args.device}, {args.backend})",
+                  file=sys.stderr, flush=True)
+            row = run_one(config, dataset, profile, show_progress=not args.no_progress)
+            path = update_results(args.out, dataset.name, profile.name, [row])
+            done += 1
+            print(f"    test NLL {row['test_nll']:.2f}  test bound {row['test_bound']:.2f}  "
+                  f"-> {path}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {done} of {len(configs)} rows finished and kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return command_run(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The seed's view in code.
+
+Every method pairs an inference side q(x, tau) = D(x) q(tau | x) with a
+generation side p(x, tau) = p(x | tau) p(tau), and trains them by minimising
+KL(q(x, tau) || p(x, tau)). Since KL(q || p) >= KL(q(x) || p(x)), the
+per-example quantity E_q(tau|x)[log q(tau|x) - log p(x, tau)] bounds -log p(x)
+from above; averaged over D it is KL(q || p) - E_q(x)[log q(x)].
+
+D(x) is the data loader; `InferenceModel` is q(tau | x); `GenerativeModel` is
+p(x, tau). A `Method` says how the two are trained and scored.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from genvar_bench.ops import get_ops
+
+
+class InferenceModel(nn.Module, abc.ABC):
+    """q(tau | x): draws latent trajectories tau for each x."""
+
+
+class GenerativeModel(nn.Module, abc.ABC):
+    """p(x, tau) = p(x | tau) p(tau)."""
+
+
+class Method(nn.Module, abc.ABC):
+    """A training method: q, p, a loss, and per-example bounds in nats.
+
+    Subclasses set `name` and implement `loss` and `log_weights`.
+    `log_weights(x, k)[i, b] = log p(x_b, tau_i) - log q(tau_i | x_b)` with
+    tau_i ~ q(tau | x_b): every bound and estimate below is built from it.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, inference: InferenceModel, generative: GenerativeModel,
+                 num_samples: int, backend: str):
+        super().__init__()
+        if num_samples < 1:
+            raise ValueError(f"num_samples (k) must be >= 1, got {num_samples}")
+        self.q = inference
+        self.p = generative
+        self.num_samples = num_samples
+        self.backend = backend
+        self.ops = get_ops(backend)
+
+    @abc.abstractmethod
+    def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """[k, B] log importance weights log p(x, tau) - log q(tau | x), tau ~ q(tau | x)."""
+
+    @abc.abstractmethod
+    def bound(self, x: torch.Tensor) -> torch.Tensor:
+        """[B] this method's own upper bound on -log p(x) in nats, estimated with its
+        k samples: per example, its share of KL(q || p) - E_q(x)[log q(x)]."""
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss for a batch x [B, D]: the mean bound, an estimate
+        of KL(q || p) up to the constant E_D[log D(x)]."""
+        return self.bound(x).mean()
+
+    def importance_bound(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """[B] -log (1/k) sum_i w_i with k = num_samples: the bound of the resampled
+        q_p^k. With k = 1 it is the negative ELBO; it tightens as k grows."""
+        bound, _ = self.ops.iwae_bound(self.log_weights(x, num_samples))
+        return -bound
+
+
+METHODS: dict[str, Callable[..., Method]] = {}
+
+
+def register(name: str):
+    """Class decorator: adds a method to the registry under `name`."""
+    def decorate(cls):
+        if name in METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+    return decorate
+
+
+def build_method(name: str, **config) -> Method:
+    """Instantiates a registered method; unknown names list the known ones."""
+    import genvar_bench.methods  # noqa: F401  (registers the built-in methods)
+
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name](**config)

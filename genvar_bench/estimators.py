@@ -1,0 +1,78 @@
+"""Estimators of -log p(x) and of latent-space statistics, with bounded memory."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+# Largest number of decoder outputs (samples x examples x data dims) held at once.
+DEFAULT_MAX_ELEMENTS = 2**24
+
+
+def _batches(num_examples: int, batch_size: int):
+    for start in range(0, num_examples, batch_size):
+        yield slice(start, min(start + batch_size, num_examples))
+
+
+@torch.no_grad()
+def importance_nll(model, x: torch.Tensor, num_samples: int = 5000, *,
+                   max_elements: int = DEFAULT_MAX_ELEMENTS,
+                   progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Per-example importance-sampled estimate of -log p(x) in nats, [N].
+
+    -log (1/K) sum_i p(x, tau_i) / q(tau_i | x) with K = num_samples draws
+    from q (the IWAE paper's test estimator, K = 5000). In expectation it is
+    an upper bound on -log p(x) that tightens to it as K grows. Examples and
+    samples are both chunked so that at most `max_elements` decoder outputs
+    live at once; chunks are combined by a running logsumexp.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    num_examples, data_dim = x.shape
+    samples_per_chunk = max(1, min(num_samples, max_elements // max(1, data_dim)))
+    batch_size = max(1, max_elements // (samples_per_chunk * max(1, data_dim)))
+    out = torch.empty(num_examples, dtype=x.dtype, device=x.device)
+    for rows in _batches(num_examples, batch_size):
+        total = torch.full((rows.stop - rows.start,), -math.inf, dtype=x.dtype, device=x.device)
+        for start in range(0, num_samples, samples_per_chunk):
+            chunk = min(samples_per_chunk, num_samples - start)
+            log_w = model.log_weights(x[rows], chunk)
+            total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
+        out[rows] = math.log(num_samples) - total
+        if progress is not None:
+            progress(rows.stop - rows.start)
+    return out
+
+
+@torch.no_grad()
+def mean_bound(model, x: torch.Tensor, batch_size: int = 1000) -> float:
+    """Mean over x of the model's own per-example bound (`model.bound`), in nats."""
+    total = 0.0
+    for rows in _batches(x.shape[0], batch_size):
+        total += model.bound(x[rows]).double().sum().item()
+    return total / max(1, x.shape[0])
+
+
+@torch.no_grad()
+def active_units(model, x: torch.Tensor, threshold: float = 1e-2,
+                 num_samples: int = 100, batch_size: int = 500) -> list[int]:
+    """Active latent units per stochastic layer (Burda et al. 2016, section 5.2).
+
+    A unit u is active when Cov_x(E_q[u | x]) > threshold. E_q[z_1 | x] is the
+    encoder mean; for deeper layers E_q[z_l | x] averages the layer's mean over
+    `num_samples` draws of the layers below.
+    """
+    means_per_layer: list[list[torch.Tensor]] = []
+    for rows in _batches(x.shape[0], batch_size):
+        samples = model.q.sample(x[rows], num_samples)
+        layer_means = [samples[0][1]] + [mu.mean(0) for _, mu, _ in samples[1:]]
+        for index, means in enumerate(layer_means):
+            if len(means_per_layer) <= index:
+                means_per_layer.append([])
+            means_per_layer[index].append(means)
+    counts = []
+    for chunks in means_per_layer:
+        means = torch.cat(chunks).double()
+        counts.append(int((means.var(dim=0, unbiased=True) > threshold).sum().item()))
+    return counts

@@ -1,0 +1,98 @@
+"""Trains and scores one configuration, producing one row of the results table."""
+from __future__ import annotations
+
+import datetime
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from genvar_bench import estimators
+from genvar_bench.core import build_method
+from genvar_bench.data import Dataset
+from genvar_bench.profiles import Profile
+from genvar_bench.train import train
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str
+    num_samples: int
+    layers: int
+    seed: int
+    device: str
+    backend: str
+
+
+def git_commit() -> str:
+    """The checkout's commit, with '+dirty' when tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "csrc", "genvar_bench"],
+                               cwd=root, capture_output=True).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
+             show_progress: bool) -> dict:
+    """Train and test bounds, the importance-sampled test NLL and active units."""
+    method.eval()
+    start = time.perf_counter()
+    train_x, test_x = data.train.to(device), data.test.to(device)
+    with tqdm(total=test_x.shape[0], desc=f"test NLL (k={eval_samples})", unit="ex",
+              disable=not show_progress, leave=False, dynamic_ncols=True) as bar:
+        nll = estimators.importance_nll(method, test_x, eval_samples, progress=bar.update)
+    units = estimators.active_units(method, test_x)
+    return {
+        "train_bound": estimators.mean_bound(method, train_x),
+        "test_bound": estimators.mean_bound(method, test_x),
+        "test_nll": nll.double().mean().item(),
+        "nll_estimator": f"IS k={eval_samples}",
+        "active_units": sum(units),
+        "active_units_per_layer": "+".join(map(str, units)),
+        "eval_seconds": time.perf_counter() - start,
+    }
+
+
+def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: bool = True) -> dict:
+    """Trains `config` on `data` under `profile` and returns its results row."""
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    method = build_method(config.method, data_dim=data.data_dim, layers=config.layers,
+                          num_samples=config.num_samples, backend=config.backend).to(device)
+    label = f"{config.method} k={config.num_samples} L={config.layers}"
+    stats = train(method, data.train.to(device), profile, config.seed, show_progress, label)
+    torch.manual_seed(config.seed + 1)
+    scores = evaluate(method, data, device, profile.eval_samples, show_progress)
+    return {
+        "dataset": data.name, "profile": profile.name, "method": config.method,
+        "k": config.num_samples, "layers": config.layers, "seed": config.seed,
+        "device": device.type, "backend": config.backend, **scores,
+        "train_examples_per_s": stats.examples_per_second, "train_seconds": stats.seconds,
+        "epochs": stats.epochs, "final_train_loss": stats.history[-1][2],
+        "parameters": sum(p.numel() for p in method.parameters()),
+        "binarization": data.binarization, "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device_name": _device_name(device), "git_commit": git_commit(),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "cpu"

@@ -24,7 +24,8 @@ except ImportError:
 def read_sources():
     """The source list shared with CMakeLists.txt: csrc/sources.txt."""
     lines = (ROOT / "csrc" / "sources.txt").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    stripped = (line.strip() for line in lines)
+    return [line for line in stripped if line and not line.startswith("#")]
 
 
 def cuda_wanted():

@@ -76,6 +76,11 @@ def command_run(args) -> int:
     if args.eval_samples is not None:
         profile = type(profile)(**{**profile.__dict__, "eval_samples": args.eval_samples})
     _check_device(args.device, args.backend)
+    import genvar_bench.methods  # noqa: F401  (fills the registry)
+    from genvar_bench.core import METHODS
+    unknown = [name for name in args.method if name not in METHODS]
+    if unknown:
+        sys.exit(f"error: unknown method {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
     dataset = datasets.load_dataset(args.dataset or profile.dataset, args.data_dir)
     configs = [RunConfig(method, k, layers, args.seed, args.device, args.backend)
                for method, k, layers in itertools.product(args.method, args.k or profile.num_samples,

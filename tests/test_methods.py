@@ -1,0 +1,98 @@
+"""The method registry, VAE and IWAE: objectives, backends and a short training run."""
+import pytest
+import torch
+
+from genvar_bench.core import METHODS, build_method
+from genvar_bench.data import load_dataset
+from genvar_bench.profiles import get_profile
+from genvar_bench.train import train
+
+
+def make(name, layers=1, num_samples=5, backend="fused", data_dim=64, seed=0):
+    torch.manual_seed(seed)
+    return build_method(name, data_dim=data_dim, layers=layers, num_samples=num_samples,
+                        backend=backend)
+
+
+def binary_batch(batch=16, data_dim=64, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch, data_dim, generator=generator) < 0.3).float()
+
+
+def test_registry_lists_the_methods_and_rejects_unknown_names():
+    make("vae")
+    assert {"vae", "iwae"} <= set(METHODS)
+    with pytest.raises(ValueError, match="unknown method 'nope'.*iwae"):
+        build_method("nope", data_dim=4)
+
+
+def test_bad_configuration_is_rejected():
+    with pytest.raises(ValueError, match="layers"):
+        make("iwae", layers=3)
+    with pytest.raises(ValueError, match="num_samples"):
+        make("iwae", num_samples=0)
+    with pytest.raises(ValueError, match="backend"):
+        make("iwae", backend="magic")
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_vae_and_iwae_agree_at_one_sample(layers):
+    x = binary_batch()
+    vae, iwae = make("vae", layers, 1), make("iwae", layers, 1)
+    iwae.load_state_dict(vae.state_dict())
+    torch.manual_seed(5)
+    vae_loss = vae.loss(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(iwae.loss(x), vae_loss)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_iwae_bound_is_tighter_than_the_vae_bound_on_the_same_samples(layers):
+    x = binary_batch(batch=64)
+    model = make("iwae", layers, 20)
+    torch.manual_seed(2)
+    log_w = model.log_weights(x, 20)
+    elbo = -log_w.mean(0)
+    importance = torch.log(torch.tensor(20.0)) - torch.logsumexp(log_w, 0)
+    assert torch.all(importance <= elbo + 1e-5)
+
+
+@pytest.mark.parametrize("name", ["vae", "iwae"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fused_and_reference_backends_agree_with_gradients(name, layers):
+    x = binary_batch()
+    fused, reference = make(name, layers, 5, "fused"), make(name, layers, 5, "reference")
+    reference.load_state_dict(fused.state_dict())
+    losses = []
+    for model in (fused, reference):
+        torch.manual_seed(7)
+        loss = model.loss(x)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-4)
+    for (name_f, param_f), (_, param_r) in zip(fused.named_parameters(),
+                                               reference.named_parameters()):
+        torch.testing.assert_close(param_f.grad, param_r.grad, rtol=1e-4, atol=1e-5,
+                                   msg=lambda text: f"{name_f}: {text}")
+
+
+def test_training_lowers_the_bound_on_digits():
+    data = load_dataset("digits")
+    model = make("iwae", 1, 5)
+    profile = get_profile("quick").scaled(3)
+    before = model.bound(data.valid).mean().item()
+    stats = train(model, data.train, profile, seed=0, show_progress=False)
+    after = model.bound(data.valid).mean().item()
+    assert stats.epochs == 3 and stats.examples == 3 * data.train.shape[0]
+    assert after < before - 5, (before, after)
+    assert [epoch for epoch, _, _ in stats.history] == [1, 2, 3]
+
+
+def test_profile_scaling_keeps_the_schedule_order():
+    paper = get_profile("paper")
+    assert paper.epochs == 3280
+    cut = paper.scaled(5)
+    assert cut.stages == ((1, paper.stages[0][1]), (3, paper.stages[1][1]), (1, paper.stages[2][1]))
+    assert get_profile("quick").scaled(500).epochs == 500
+    with pytest.raises(ValueError):
+        paper.scaled(0)

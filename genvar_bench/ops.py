@@ -22,7 +22,9 @@ def iwae_log_weights_ref(logits, x, z, mu, logvar):
     p(z) = N(0, I); q(z|x) = N(mu, diag(exp(logvar))) with mu, logvar [B, Z];
     z [k, B, Z]. Returns [k, B]. The log(2 pi) terms of the two Gaussians cancel.
     """
-    softplus = logits.clamp(min=0) + torch.log1p(torch.exp(-logits.abs()))
+    # softplus(l) = -log sigmoid(-l): exact for every l (F.softplus cuts off at 20),
+    # and its gradient is sigmoid(l) everywhere, l = 0 included.
+    softplus = -torch.nn.functional.logsigmoid(-logits)
     bernoulli = (x * logits - softplus).sum(-1)
     gaussian = 0.5 * ((z - mu) ** 2 * torch.exp(-logvar) + logvar - z**2).sum(-1)
     return bernoulli + gaussian
@@ -33,6 +35,7 @@ def iwae_bound_ref(log_weights):
 
     log_weights [k, B] -> (bound [B], weights [k, B]). A column that is all
     -inf has bound -inf and weights 0: no sample is possible under the model.
+    A NaN anywhere in a column gives NaN bound and weights in that column only.
     """
     num_samples = log_weights.shape[0]
     column_max = log_weights.detach().amax(0)
@@ -40,7 +43,7 @@ def iwae_bound_ref(log_weights):
     shifted = torch.exp(log_weights - shift)
     total = shifted.sum(0)
     bound = torch.log(total) + shift - math.log(num_samples)
-    weights = torch.where(total > 0, shifted / total, torch.zeros_like(shifted))
+    weights = torch.where(total == 0, torch.zeros_like(shifted), shifted / total)
     return bound, weights
 
 
@@ -54,8 +57,18 @@ def get_ops(backend: str) -> SimpleNamespace:
     if backend != "fused":
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     require_extension()
-    return SimpleNamespace(iwae_log_weights=torch.ops.genvar.iwae_log_weights,
+    return SimpleNamespace(iwae_log_weights=fused_iwae_log_weights,
                            iwae_bound=torch.ops.genvar.iwae_bound)
+
+
+def fused_iwae_log_weights(logits, x, z, mu, logvar):
+    """`genvar::iwae_log_weights`, or on CPU when logits need a gradient,
+    `genvar::iwae_log_weights_and_grad`: on a CPU the cost is the transcendentals,
+    so the forward writes d log_w / d logits while it has exp(-|l|) at hand and the
+    backward only scales it; on a GPU the cost is bytes, and recomputing is cheaper."""
+    if logits.device.type == "cpu" and logits.requires_grad and torch.is_grad_enabled():
+        return torch.ops.genvar.iwae_log_weights_and_grad(logits, x, z, mu, logvar)[0]
+    return torch.ops.genvar.iwae_log_weights(logits, x, z, mu, logvar)
 
 
 def _check_log_weights_shapes(logits, x, z, mu, logvar):
@@ -81,6 +94,16 @@ def _register():
         return (torch.empty_like(logits), torch.empty_like(z),
                 torch.empty_like(mu), torch.empty_like(logvar))
 
+    @torch.library.register_fake("genvar::iwae_log_weights_and_grad")
+    def _(logits, x, z, mu, logvar):
+        _check_log_weights_shapes(logits, x, z, mu, logvar)
+        return logits.new_empty(logits.shape[:2]), torch.empty_like(logits)
+
+    @torch.library.register_fake("genvar::iwae_log_weights_and_grad_backward")
+    def _(grad_log_weights, dlogits, z, mu, logvar):
+        return (torch.empty_like(dlogits), torch.empty_like(z),
+                torch.empty_like(mu), torch.empty_like(logvar))
+
     @torch.library.register_fake("genvar::iwae_bound")
     def _(log_weights):
         torch._check(log_weights.dim() == 2 and log_weights.shape[0] > 0,
@@ -102,6 +125,22 @@ def _register():
             grad_log_weights, logits, x, z, mu, logvar)
         return grad_logits, None, grad_z, grad_mu, grad_logvar
 
+    def and_grad_setup(ctx, inputs, output):
+        _, _, z, mu, logvar = inputs
+        ctx.mark_non_differentiable(output[1])
+        # No zero [k, B, D] gradient for the non-differentiable dlogits output.
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(output[1], z, mu, logvar)
+
+    def and_grad_backward(ctx, grad_log_weights, _):
+        if ctx.needs_input_grad[1]:
+            raise RuntimeError("iwae_log_weights has no gradient with respect to x (the data)")
+        if grad_log_weights is None:
+            return None, None, None, None, None
+        grads = torch.ops.genvar.iwae_log_weights_and_grad_backward(
+            grad_log_weights, *ctx.saved_tensors)
+        return grads[0], None, *grads[1:]
+
     def bound_setup(ctx, inputs, output):
         ctx.save_for_backward(output[1])
 
@@ -111,6 +150,8 @@ def _register():
 
     torch.library.register_autograd("genvar::iwae_log_weights", log_weights_backward,
                                     setup_context=log_weights_setup)
+    torch.library.register_autograd("genvar::iwae_log_weights_and_grad", and_grad_backward,
+                                    setup_context=and_grad_setup)
     torch.library.register_autograd("genvar::iwae_bound", bound_backward,
                                     setup_context=bound_setup)
 

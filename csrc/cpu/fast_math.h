@@ -53,8 +53,7 @@ GENVAR_INLINE float exp_nonpositive(float y) {
 // log1p(t) for t in [0, 1] as 2 atanh(s) with s = t / (2 + t) in [0, 1/3]:
 // no cancellation for tiny t, and the odd series to s^15 is below float
 // rounding on that range.
-GENVAR_INLINE float log1p_unit(float t) {
-  const float s = t / (2.0f + t);
+GENVAR_INLINE float atanh_series(float s) {
   const float s2 = s * s;
   float series = 1.0f / 15.0f;
   series = series * s2 + 1.0f / 13.0f;
@@ -66,6 +65,8 @@ GENVAR_INLINE float log1p_unit(float t) {
   series = series * s2 + 1.0f;
   return 2.0f * s * series;
 }
+
+GENVAR_INLINE float log1p_unit(float t) { return atanh_series(t / (2.0f + t)); }
 
 template <typename scalar_t>
 struct Math;
@@ -84,11 +85,25 @@ struct Math<float> {
     const float numerator = e + static_cast<float>(logit >= 0.0f) * (1.0f - e);
     return numerator / (1.0f + e);
   }
+  // Both at once for the fused forward-and-gradient pass: one exp and one
+  // division, since 1/(1+e) and 1/(2+e) both follow from 1/((1+e)(2+e)).
+  static GENVAR_INLINE void softplus_sigmoid(float logit, float& softplus, float& sigmoid) {
+    const float e = exp_nonpositive(-std::fabs(logit));
+    const float one_plus = 1.0f + e, two_plus = 2.0f + e;
+    const float inverse = 1.0f / (one_plus * two_plus);
+    softplus = (logit > 0.0f ? logit : 0.0f) + atanh_series(e * one_plus * inverse);
+    const float numerator = e + static_cast<float>(logit >= 0.0f) * (1.0f - e);
+    sigmoid = numerator * two_plus * inverse;
+  }
   static GENVAR_INLINE float exp(float value) { return std::exp(value); }
 };
 
 template <>
 struct Math<double> {
+  static GENVAR_INLINE void softplus_sigmoid(double logit, double& softplus, double& sigmoid) {
+    softplus = Math<double>::softplus(logit);
+    sigmoid = Math<double>::sigmoid(logit);
+  }
   static GENVAR_INLINE double softplus(double logit) {
     return (logit > 0.0 ? logit : 0.0) + std::log1p(std::exp(-std::fabs(logit)));
   }

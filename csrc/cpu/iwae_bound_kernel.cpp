@@ -14,16 +14,20 @@
 namespace genvar::cpu {
 namespace {
 
-constexpr int64_t kGrainColumns = 64;
+constexpr int64_t kGrainColumns = 16;
+
+// Sums over k (up to thousands of terms) accumulate in double, so float32
+// results keep float32 accuracy whatever k is.
+using accumulate_t = double;
 
 // Fills shift[b] (the column max where finite, else 0) and total[b]
 // (sum_k exp(log_w - shift)) for columns [begin, end).
 template <typename scalar_t>
 void shifted_sums(const scalar_t* log_weights, int64_t num_samples, int64_t batch, int64_t begin,
-                  int64_t end, std::vector<scalar_t>& shift, std::vector<scalar_t>& total) {
+                  int64_t end, std::vector<scalar_t>& shift, std::vector<accumulate_t>& total) {
   const int64_t width = end - begin;
   shift.assign(width, -std::numeric_limits<scalar_t>::infinity());
-  total.assign(width, scalar_t(0));
+  total.assign(width, accumulate_t(0));
   for (int64_t k = 0; k < num_samples; ++k) {
     const scalar_t* row = log_weights + k * batch + begin;
     for (int64_t i = 0; i < width; ++i) shift[i] = row[i] > shift[i] ? row[i] : shift[i];
@@ -40,17 +44,20 @@ void bound_impl(const scalar_t* log_weights, scalar_t* bound, scalar_t* weights,
                 int64_t num_samples, int64_t batch) {
   const scalar_t log_k = std::log(static_cast<scalar_t>(num_samples));
   at::parallel_for(0, batch, kGrainColumns, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> shift, total;
+    std::vector<scalar_t> shift;
+    std::vector<accumulate_t> total;
     shifted_sums(log_weights, num_samples, batch, begin, end, shift, total);
     for (int64_t i = 0; i < end - begin; ++i) {
-      bound[begin + i] = std::log(total[i]) + shift[i] - log_k;
+      bound[begin + i] = static_cast<scalar_t>(std::log(total[i])) + shift[i] - log_k;
     }
     for (int64_t k = 0; k < num_samples; ++k) {
       const scalar_t* row = log_weights + k * batch + begin;
       scalar_t* out_row = weights + k * batch + begin;
       for (int64_t i = 0; i < end - begin; ++i) {
         // A column of -inf has total 0: no sample is possible, weights stay 0.
-        out_row[i] = total[i] > 0 ? std::exp(row[i] - shift[i]) / total[i] : scalar_t(0);
+        // (A NaN column has total NaN and keeps NaN weights.)
+        out_row[i] = total[i] == 0 ? scalar_t(0)
+                                   : static_cast<scalar_t>(std::exp(row[i] - shift[i]) / total[i]);
       }
     }
   });
@@ -75,17 +82,19 @@ void bound_backward_impl(const scalar_t* grad_bound, const scalar_t* grad_weight
                          const scalar_t* weights, scalar_t* grad_log_weights,
                          int64_t num_samples, int64_t batch) {
   at::parallel_for(0, batch, kGrainColumns, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> centre(end - begin, scalar_t(0));
+    std::vector<accumulate_t> centre(end - begin, accumulate_t(0));
     for (int64_t k = 0; k < num_samples; ++k) {
       for (int64_t b = begin; b < end; ++b) {
-        centre[b - begin] += weights[k * batch + b] * grad_weights[k * batch + b];
+        centre[b - begin] += static_cast<accumulate_t>(weights[k * batch + b]) *
+                             grad_weights[k * batch + b];
       }
     }
     for (int64_t k = 0; k < num_samples; ++k) {
       for (int64_t b = begin; b < end; ++b) {
         const int64_t index = k * batch + b;
         grad_log_weights[index] =
-            weights[index] * (grad_bound[b] + grad_weights[index] - centre[b - begin]);
+            weights[index] * static_cast<scalar_t>(grad_bound[b] + grad_weights[index] -
+                                                   centre[b - begin]);
       }
     }
   });

@@ -68,6 +68,27 @@ IwaeSizes check_iwae_log_weights_backward_args(const at::Tensor& grad_log_weight
   return sizes;
 }
 
+IwaeSizes check_iwae_log_weights_and_grad_backward_args(const at::Tensor& grad_log_weights,
+                                                        const at::Tensor& dlogits,
+                                                        const at::Tensor& z, const at::Tensor& mu,
+                                                        const at::Tensor& logvar) {
+  check_floating(dlogits, "dlogits");
+  check_rank(dlogits, "dlogits", 3, "[k, B, D]");
+  check_rank(z, "z", 3, "[k, B, Z]");
+  const IwaeSizes sizes{dlogits.size(0), dlogits.size(1), dlogits.size(2), z.size(2)};
+  TORCH_CHECK(sizes.num_samples > 0, "dlogits must have k > 0 samples, got shape ",
+              dlogits.sizes());
+  check_shape(grad_log_weights, "grad_log_weights", {sizes.num_samples, sizes.batch}, "[k, B]");
+  check_shape(z, "z", {sizes.num_samples, sizes.batch, sizes.latent_dim}, "[k, B, Z]");
+  check_shape(mu, "mu", {sizes.batch, sizes.latent_dim}, "[B, Z] (from z)");
+  check_shape(logvar, "logvar", {sizes.batch, sizes.latent_dim}, "[B, Z] (from z)");
+  check_same_dtype_and_device(dlogits, "dlogits", grad_log_weights, "grad_log_weights");
+  check_same_dtype_and_device(dlogits, "dlogits", z, "z");
+  check_same_dtype_and_device(dlogits, "dlogits", mu, "mu");
+  check_same_dtype_and_device(dlogits, "dlogits", logvar, "logvar");
+  return sizes;
+}
+
 void check_iwae_bound_args(const at::Tensor& log_weights) {
   check_floating(log_weights, "log_weights");
   check_rank(log_weights, "log_weights", 2, "[k, B]");
@@ -88,6 +109,13 @@ TORCH_LIBRARY_FRAGMENT(genvar, m) {
   m.def("iwae_log_weights(Tensor logits, Tensor x, Tensor z, Tensor mu, Tensor logvar) -> Tensor");
   m.def(
       "iwae_log_weights_backward(Tensor grad_log_weights, Tensor logits, Tensor x, Tensor z, "
+      "Tensor mu, Tensor logvar) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Training path on CPU: log_w and d log_w[k, b] / d logits[k, b, :] in one pass.
+  m.def(
+      "iwae_log_weights_and_grad(Tensor logits, Tensor x, Tensor z, Tensor mu, Tensor logvar) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "iwae_log_weights_and_grad_backward(Tensor grad_log_weights, Tensor dlogits, Tensor z, "
       "Tensor mu, Tensor logvar) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("iwae_bound(Tensor log_weights) -> (Tensor, Tensor)");
   m.def(

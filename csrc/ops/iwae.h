@@ -32,6 +32,13 @@ IwaeSizes check_iwae_log_weights_backward_args(const at::Tensor& grad_log_weight
                                                const at::Tensor& mu,
                                                const at::Tensor& logvar);
 
+// Backward of iwae_log_weights_and_grad: grad_log_weights [k, B], dlogits
+// [k, B, D] (the forward's d log_w / d logits), z [k, B, Z], mu and logvar [B, Z].
+IwaeSizes check_iwae_log_weights_and_grad_backward_args(const at::Tensor& grad_log_weights,
+                                                        const at::Tensor& dlogits,
+                                                        const at::Tensor& z, const at::Tensor& mu,
+                                                        const at::Tensor& logvar);
+
 // log_weights must be [k, B] with k > 0, floating point (float32/float64).
 void check_iwae_bound_args(const at::Tensor& log_weights);
 

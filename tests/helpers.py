@@ -1,0 +1,170 @@
+"""Shared test helpers: devices, dtypes, tolerances, inputs of the IWAE ops, poisoning.
+
+Shapes use k (samples per example), B (batch), D (data dimension) and Z
+(latent dimension), as in genvar_bench/ops.py.
+"""
+import zlib
+from dataclasses import dataclass, fields
+
+import pytest
+import torch
+
+from genvar_bench._extension import cuda_ops_built
+
+CUDA_OPS_AVAILABLE = torch.cuda.is_available() and cuda_ops_built()
+# "cuda" is always listed so that it shows as skipped, never silently missing.
+requires_cuda_ops = pytest.mark.skipif(not CUDA_OPS_AVAILABLE,
+                                       reason="needs a GPU and the genvar CUDA kernels")
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda_ops)]
+DTYPES = [torch.float32, torch.float64]
+
+
+def dtype_id(dtype):
+    """"float32" rather than pytest's "dtype0" in test ids."""
+    return str(dtype).removeprefix("torch.")
+# Float64 kernels must agree with the float64 reference to about this relative error.
+FLOAT64_RTOL = 1e-10
+# A low-precision kernel may be this many times worse than the same-dtype PyTorch reference.
+REFERENCE_ERROR_FACTOR = 4.0
+
+
+def generator_for(request) -> torch.Generator:
+    """A CPU generator seeded from the test's id: each test draws its own fresh
+    inputs, and a failure replays exactly."""
+    return torch.Generator().manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+@dataclass
+class IwaeInputs:
+    """The inputs of iwae_log_weights: logits [k, B, D], x [B, D], z [k, B, Z],
+    mu and logvar [B, Z]."""
+    logits: torch.Tensor
+    x: torch.Tensor
+    z: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+    def tensors(self):
+        return tuple(getattr(self, field.name) for field in fields(self))
+
+    def map(self, function):
+        return IwaeInputs(*(function(tensor) for tensor in self.tensors()))
+
+    def to(self, dtype=None, device=None):
+        return self.map(lambda tensor: tensor.to(dtype=dtype, device=device))
+
+    def requiring_grad(self):
+        """Fresh leaves; every input but the data x requires grad."""
+        leaves = self.map(lambda tensor: tensor.detach().clone().requires_grad_())
+        leaves.x.requires_grad_(False)
+        return leaves
+
+    def differentiable(self):
+        return (self.logits, self.z, self.mu, self.logvar)
+
+
+def make_iwae_inputs(generator, num_samples, batch, data_dim, latent_dim, *, dtype=torch.float64,
+                     device="cpu", logits_scale=3.0, planted_logits=()):
+    """Random inputs, drawn in float64 on the CPU and then cast, so that a float64
+    reference on upcast float32 inputs sees exactly the kernel's inputs.
+
+    logits are N(0, logits_scale^2); `planted_logits` values (e.g. +-80, +-1e4)
+    replace logits at random positions. x is binary, as for binarized MNIST, and
+    z is a draw from q(z | x)."""
+    def normal(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    logits = normal(num_samples, batch, data_dim) * logits_scale
+    flat_logits = logits.view(-1)
+    positions = torch.randperm(flat_logits.numel(), generator=generator)[:len(planted_logits)]
+    flat_logits[positions] = torch.tensor(planted_logits, dtype=torch.float64)[:len(positions)]
+    half = torch.full((batch, data_dim), 0.5, dtype=torch.float64)
+    x = torch.bernoulli(half, generator=generator)
+    mu = normal(batch, latent_dim)
+    logvar = normal(batch, latent_dim) * 0.5
+    z = mu + torch.exp(0.5 * logvar) * normal(num_samples, batch, latent_dim)
+    return IwaeInputs(logits, x, z, mu, logvar).to(dtype=dtype, device=device)
+
+
+def make_log_weights(generator, num_samples, batch, *, dtype=torch.float64, device="cpu",
+                     scale=10.0):
+    """Random log_weights [k, B] for iwae_bound."""
+    log_weights = torch.randn(num_samples, batch, generator=generator, dtype=torch.float64) * scale
+    return log_weights.to(dtype=dtype, device=device)
+
+
+def _largest_finite_magnitude(expected):
+    finite_values = expected[torch.isfinite(expected)]
+    return finite_values.abs().max().item() if finite_values.numel() else 1.0
+
+
+def assert_close_float64(actual, expected):
+    """Agreement to FLOAT64_RTOL relative to the largest value: sums whose terms
+    cancel leave small entries with errors of the size of the big ones."""
+    atol = FLOAT64_RTOL * _largest_finite_magnitude(expected)
+    torch.testing.assert_close(actual, expected, rtol=FLOAT64_RTOL, atol=atol, equal_nan=True)
+
+
+def assert_within_reference_error(actual, same_dtype_reference, float64_reference):
+    """The kernel's largest error against the float64 reference (run on upcast
+    inputs) is at most REFERENCE_ERROR_FACTOR times the same-dtype PyTorch
+    reference's largest error, plus one unit in the last place of the largest value
+    (the same-dtype reference can be exact by luck). Non-finite entries must sit
+    in the same places with the same values."""
+    finite = torch.isfinite(float64_reference)
+    torch.testing.assert_close(actual.double()[~finite], float64_reference[~finite], equal_nan=True)
+
+    def largest_error(candidate):
+        difference = candidate.double()[finite] - float64_reference[finite]
+        return difference.abs().max().item() if difference.numel() else 0.0
+
+    kernel_error, reference_error = largest_error(actual), largest_error(same_dtype_reference)
+    floor = torch.finfo(actual.dtype).eps * _largest_finite_magnitude(float64_reference)
+    allowed = REFERENCE_ERROR_FACTOR * reference_error + floor
+    assert kernel_error <= allowed, (
+        f"{actual.dtype} kernel error {kernel_error:.3g} exceeds {REFERENCE_ERROR_FACTOR:g} x "
+        f"the PyTorch reference's error {reference_error:.3g} + floor {floor:.3g}")
+
+
+def assert_close_to_reference(actual, same_dtype_reference, float64_reference):
+    """float64 results must match the float64 reference to FLOAT64_RTOL; lower
+    precision is judged relative to the same-dtype reference's own error (STYLE.md).
+    Tuples and lists are compared element by element."""
+    if isinstance(actual, (tuple, list)):
+        for parts in zip(actual, same_dtype_reference, float64_reference, strict=True):
+            assert_close_to_reference(*parts)
+        return
+    assert actual.shape == float64_reference.shape, (actual.shape, float64_reference.shape)
+    assert actual.dtype == same_dtype_reference.dtype, (actual.dtype, same_dtype_reference.dtype)
+    assert actual.device == same_dtype_reference.device, (
+        actual.device, same_dtype_reference.device)
+    if actual.dtype == torch.float64:
+        assert_close_float64(actual, float64_reference)
+    else:
+        assert_within_reference_error(actual, same_dtype_reference, float64_reference)
+
+
+def reference_pair(reference, *inputs):
+    """`reference` run on the inputs as given and on float64 upcasts of them."""
+    upcast = [tensor.double() if tensor.is_floating_point() else tensor for tensor in inputs]
+    return reference(*inputs), reference(*upcast)
+
+
+def poison_allocator(shapes, dtype, device, copies=4):
+    """Allocates NaN-filled tensors of `shapes` and frees them, so that an op that
+    next allocates outputs of those sizes is likely handed NaN garbage rather than
+    fresh zero pages: an element the kernel forgets to write then shows as NaN.
+
+    Returns whether the poisoning took: a probe allocation of the first shape
+    came back mostly NaN. The CUDA caching allocator reuses blocks of one size
+    reliably; glibc malloc on the CPU usually does, but overwrites a few bytes of
+    a freed block with its own bookkeeping, hence "mostly", and may hand a small
+    block to another allocation first, hence several copies of each."""
+    garbage = [torch.full(shape, float("nan"), dtype=dtype, device=device)
+               for shape in shapes for _ in range(copies)]
+    del garbage
+    probe = torch.empty(shapes[0], dtype=dtype, device=device)
+    took = probe.numel() > 0 and probe.isnan().float().mean().item() > 0.5
+    del probe  # back to the allocator, still NaN, for the op to pick up
+    return took
+

@@ -5,7 +5,8 @@ import torch
 
 import genvar_bench  # noqa: F401  (loads the op library)
 from genvar_bench.ops import fused_iwae_log_weights, iwae_log_weights_ref
-from helpers import DTYPES, assert_close_to_reference, dtype_id, generator_for, make_iwae_inputs
+from helpers import (DEVICES, DTYPES, assert_close_to_reference, dtype_id, generator_for,
+                     make_iwae_inputs)
 
 and_grad = torch.ops.genvar.iwae_log_weights_and_grad
 EXTREME = (80.0, -80.0, 1e4, -1e4, 0.0)
@@ -13,8 +14,9 @@ EXTREME = (80.0, -80.0, 1e4, -1e4, 0.0)
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 3, 13, 4), (7, 4, 784, 10)])
-def test_outputs_match_the_reference_and_its_gradient(request, dtype, shape):
-    inputs = make_iwae_inputs(generator_for(request), *shape, dtype=dtype,
+@pytest.mark.parametrize("device", DEVICES)
+def test_outputs_match_the_reference_and_its_gradient(request, device, dtype, shape):
+    inputs = make_iwae_inputs(generator_for(request), *shape, dtype=dtype, device=device,
                               planted_logits=EXTREME)
     log_weights, dlogits = and_grad(*inputs.tensors())
 
@@ -53,8 +55,10 @@ def test_gradcheck(request):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-def test_opcheck(request, dtype):
-    inputs = make_iwae_inputs(generator_for(request), 3, 2, 5, 2, dtype=dtype).requiring_grad()
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(request, device, dtype):
+    inputs = make_iwae_inputs(generator_for(request), 3, 2, 5, 2, dtype=dtype,
+                              device=device).requiring_grad()
     torch.library.opcheck(and_grad, inputs.tensors())
 
 

@@ -206,25 +206,19 @@ void bernoulli_grad_impl(const scalar_t* grad, const scalar_t* logits, const sca
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_log_weights_backward_cpu(
-    const at::Tensor& grad_log_weights, const at::Tensor& logits, const at::Tensor& x,
-    const at::Tensor& z, const at::Tensor& mu, const at::Tensor& logvar) {
-  const IwaeSizes sizes =
-      check_iwae_log_weights_backward_args(grad_log_weights, logits, x, z, mu, logvar);
-  const auto grad_c = grad_log_weights.contiguous(), logits_c = logits.contiguous();
-  const auto x_c = x.contiguous(), z_c = z.contiguous();
-  const auto mu_c = mu.contiguous(), logvar_c = logvar.contiguous();
-  at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());
+using GradTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// Fills grad_z, grad_mu and grad_logvar of a result whose grad_logits the caller fills.
+GradTuple gaussian_grads(const at::Tensor& grad, const at::Tensor& grad_logits,
+                         const at::Tensor& z, const at::Tensor& mu, const at::Tensor& logvar,
+                         const IwaeSizes& sizes) {
+  const auto z_c = z.contiguous(), mu_c = mu.contiguous();
+  const at::Tensor inv_var = at::exp(-logvar.contiguous());
   at::Tensor grad_z = at::empty(z.sizes(), z.options());
   at::Tensor grad_mu = at::empty(mu.sizes(), mu.options());
   at::Tensor grad_logvar = at::empty(logvar.sizes(), logvar.options());
-  const at::Tensor inv_var = at::exp(-logvar_c);
-  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "iwae_log_weights_backward_cpu", [&] {
-    const scalar_t* grad = grad_c.const_data_ptr<scalar_t>();
-    bernoulli_grad_impl<scalar_t>(grad, logits_c.const_data_ptr<scalar_t>(),
-                                  x_c.const_data_ptr<scalar_t>(),
-                                  grad_logits.mutable_data_ptr<scalar_t>(), sizes);
-    gaussian_grad_impl<scalar_t>(grad, z_c.const_data_ptr<scalar_t>(),
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "iwae_gaussian_grads_cpu", [&] {
+    gaussian_grad_impl<scalar_t>(grad.const_data_ptr<scalar_t>(), z_c.const_data_ptr<scalar_t>(),
                                  mu_c.const_data_ptr<scalar_t>(),
                                  inv_var.const_data_ptr<scalar_t>(),
                                  grad_z.mutable_data_ptr<scalar_t>(),
@@ -232,6 +226,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_log_weights_back
                                  grad_logvar.mutable_data_ptr<scalar_t>(), sizes);
   });
   return {grad_logits, grad_z, grad_mu, grad_logvar};
+}
+
+GradTuple iwae_log_weights_backward_cpu(const at::Tensor& grad_log_weights,
+                                        const at::Tensor& logits, const at::Tensor& x,
+                                        const at::Tensor& z, const at::Tensor& mu,
+                                        const at::Tensor& logvar) {
+  const IwaeSizes sizes =
+      check_iwae_log_weights_backward_args(grad_log_weights, logits, x, z, mu, logvar);
+  const auto grad_c = grad_log_weights.contiguous(), logits_c = logits.contiguous();
+  const auto x_c = x.contiguous();
+  at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "iwae_log_weights_backward_cpu", [&] {
+    bernoulli_grad_impl<scalar_t>(grad_c.const_data_ptr<scalar_t>(),
+                                  logits_c.const_data_ptr<scalar_t>(),
+                                  x_c.const_data_ptr<scalar_t>(),
+                                  grad_logits.mutable_data_ptr<scalar_t>(), sizes);
+  });
+  return gaussian_grads(grad_c, grad_logits, z, mu, logvar, sizes);
 }
 
 // grad_logits = g[k, b] * dlogits[k, b, :]: the forward already did the transcendentals.
@@ -251,30 +263,19 @@ void scale_rows_impl(const scalar_t* grad, const scalar_t* dlogits, scalar_t* gr
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_log_weights_and_grad_backward_cpu(
-    const at::Tensor& grad_log_weights, const at::Tensor& dlogits, const at::Tensor& z,
-    const at::Tensor& mu, const at::Tensor& logvar) {
+GradTuple iwae_log_weights_and_grad_backward_cpu(const at::Tensor& grad_log_weights,
+                                                 const at::Tensor& dlogits, const at::Tensor& z,
+                                                 const at::Tensor& mu, const at::Tensor& logvar) {
   const IwaeSizes sizes =
       check_iwae_log_weights_and_grad_backward_args(grad_log_weights, dlogits, z, mu, logvar);
   const auto grad_c = grad_log_weights.contiguous(), dlogits_c = dlogits.contiguous();
-  const auto z_c = z.contiguous(), mu_c = mu.contiguous(), logvar_c = logvar.contiguous();
   at::Tensor grad_logits = at::empty(dlogits.sizes(), dlogits.options());
-  at::Tensor grad_z = at::empty(z.sizes(), z.options());
-  at::Tensor grad_mu = at::empty(mu.sizes(), mu.options());
-  at::Tensor grad_logvar = at::empty(logvar.sizes(), logvar.options());
-  const at::Tensor inv_var = at::exp(-logvar_c);
   AT_DISPATCH_FLOATING_TYPES(dlogits.scalar_type(), "iwae_log_weights_and_grad_backward_cpu", [&] {
-    const scalar_t* grad = grad_c.const_data_ptr<scalar_t>();
-    scale_rows_impl<scalar_t>(grad, dlogits_c.const_data_ptr<scalar_t>(),
+    scale_rows_impl<scalar_t>(grad_c.const_data_ptr<scalar_t>(),
+                              dlogits_c.const_data_ptr<scalar_t>(),
                               grad_logits.mutable_data_ptr<scalar_t>(), sizes);
-    gaussian_grad_impl<scalar_t>(grad, z_c.const_data_ptr<scalar_t>(),
-                                 mu_c.const_data_ptr<scalar_t>(),
-                                 inv_var.const_data_ptr<scalar_t>(),
-                                 grad_z.mutable_data_ptr<scalar_t>(),
-                                 grad_mu.mutable_data_ptr<scalar_t>(),
-                                 grad_logvar.mutable_data_ptr<scalar_t>(), sizes);
   });
-  return {grad_logits, grad_z, grad_mu, grad_logvar};
+  return gaussian_grads(grad_c, grad_logits, z, mu, logvar, sizes);
 }
 
 }  // namespace

@@ -2,9 +2,9 @@
 //
 // No torch header is included: the kernels then compile with plain nvcc,
 // also where the installed torch ships no CUDA headers, and iwae_cuda.cpp
-// keeps all tensor handling. Sums run in scalar_t (float for float32): the
-// loops are short or split across threads, so float rounding stays at the
-// level of the float32 reference.
+// keeps all tensor handling. Sums over a row of D (or Z) run in scalar_t,
+// like the CPU kernels; sums over k (up to 5000 samples) accumulate in double
+// for float32 too, per thread and across threads, and are cast once at the end.
 #include "iwae_launchers.h"
 
 #include <cuda_runtime.h>
@@ -22,7 +22,14 @@ constexpr int kMaxRowThreads = 256;
 constexpr int kPacksPerThread = 4;  // work per thread a row kernel aims for
 constexpr int kColumnTile = 32;     // columns per block: a warp reads 32 adjacent ones
 constexpr int kSampleLanes = 16;    // threads per column, splitting its loop over k
+constexpr int kColumnThreads = kColumnTile * kSampleLanes;
+// Two 512-thread blocks per SM: up to 64 registers. Without a minimum, ptxas
+// for sm_80 held the double-accumulating column kernels to 40 and spilled.
+constexpr int kColumnBlocksPerSm = 2;
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;  // grid-stride loops cover the rest
+
+// The type of every sum over k, whatever scalar_t is (as on the CPU).
+using accumulate_t = double;
 
 // ---------------------------------------------------------------------------
 // Scalar math. The accurate libm forms on purpose: __expf loses accuracy for
@@ -44,17 +51,33 @@ __device__ __forceinline__ float negative_infinity<float>() { return -CUDART_INF
 template <>
 __device__ __forceinline__ double negative_infinity<double>() { return -CUDART_INF; }
 
-// Written with exp(-|l|) so that no exponent overflows at l = +-80 and beyond.
+// softplus and sigmoid are written with e = exp(-|l|), so that no exponent
+// overflows at l = +-80 and beyond; the forward that also writes d log_w /
+// d logits computes e once for both.
+template <typename scalar_t>
+__device__ __forceinline__ scalar_t exp_neg_abs(scalar_t logit) {
+  return exp_of(-abs_of(logit));
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ scalar_t softplus_given(scalar_t logit, scalar_t e) {
+  const scalar_t positive_part = logit > scalar_t(0) ? logit : scalar_t(0);
+  return positive_part + log1p_of(e);
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ scalar_t sigmoid_given(scalar_t logit, scalar_t e) {
+  return logit >= scalar_t(0) ? scalar_t(1) / (scalar_t(1) + e) : e / (scalar_t(1) + e);
+}
+
 template <typename scalar_t>
 __device__ __forceinline__ scalar_t softplus(scalar_t logit) {
-  const scalar_t positive_part = logit > scalar_t(0) ? logit : scalar_t(0);
-  return positive_part + log1p_of(exp_of(-abs_of(logit)));
+  return softplus_given(logit, exp_neg_abs(logit));
 }
 
 template <typename scalar_t>
 __device__ __forceinline__ scalar_t sigmoid(scalar_t logit) {
-  const scalar_t e = exp_of(-abs_of(logit));
-  return logit >= scalar_t(0) ? scalar_t(1) / (scalar_t(1) + e) : e / (scalar_t(1) + e);
+  return sigmoid_given(logit, exp_neg_abs(logit));
 }
 
 // log p(z) - log q(z | x) for one latent coordinate; the log(2 pi) terms cancel.
@@ -97,12 +120,16 @@ __device__ scalar_t block_sum(scalar_t value) {
   return value;
 }
 
-template <typename scalar_t, int kVec>
+// log_weights[row] = sum_d x_d l_d - softplus(l_d) + the latent terms. With
+// kWriteGrad, also dlogits[row, d] = x_d - sigmoid(l_d), the gradient of
+// log_weights[row] with respect to its own row of logits, from the same e.
+template <typename scalar_t, int kVec, bool kWriteGrad>
 __global__ void __launch_bounds__(kMaxRowThreads)
     log_weights_kernel(const scalar_t* __restrict__ logits, const scalar_t* __restrict__ x,
                        const scalar_t* __restrict__ z, const scalar_t* __restrict__ mu,
                        const scalar_t* __restrict__ logvar, scalar_t* __restrict__ log_weights,
-                       int64_t num_rows, int64_t batch, int64_t data_dim, int64_t latent_dim) {
+                       scalar_t* __restrict__ dlogits, int64_t num_rows, int64_t batch,
+                       int64_t data_dim, int64_t latent_dim) {
   using Pack = Packed<scalar_t, kVec>;
   const int64_t num_packs = data_dim / kVec;
   for (int64_t row = blockIdx.x; row < num_rows; row += gridDim.x) {
@@ -113,9 +140,20 @@ __global__ void __launch_bounds__(kMaxRowThreads)
     for (int64_t p = threadIdx.x; p < num_packs; p += blockDim.x) {
       const Pack logit = logit_row[p];
       const Pack target = x_row[p];
+      if constexpr (kWriteGrad) {
+        Pack grad;
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) {
-        total += target.val[i] * logit.val[i] - softplus(logit.val[i]);
+        for (int i = 0; i < kVec; ++i) {
+          const scalar_t e = exp_neg_abs(logit.val[i]);
+          total += target.val[i] * logit.val[i] - softplus_given(logit.val[i], e);
+          grad.val[i] = target.val[i] - sigmoid_given(logit.val[i], e);
+        }
+        reinterpret_cast<Pack*>(dlogits + row * data_dim)[p] = grad;
+      } else {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) {
+          total += target.val[i] * logit.val[i] - softplus(logit.val[i]);
+        }
       }
     }
     for (int64_t j = threadIdx.x; j < latent_dim; j += blockDim.x) {
@@ -127,26 +165,36 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   }
 }
 
-template <typename scalar_t, int kVec>
+// grad_logits[row, :] = grad_log_weights[row] * d log_w[row] / d logits[row, :].
+// kRecompute: the derivative x_d - sigmoid(l_d) is recomputed from `source` =
+// logits and x (iwae_log_weights_backward). Otherwise `source` is the dlogits
+// the forward wrote and x is not read (iwae_log_weights_and_grad_backward).
+template <typename scalar_t, int kVec, bool kRecompute>
 __global__ void __launch_bounds__(kMaxRowThreads)
     logits_grad_kernel(const scalar_t* __restrict__ grad_log_weights,
-                       const scalar_t* __restrict__ logits, const scalar_t* __restrict__ x,
+                       const scalar_t* __restrict__ source, const scalar_t* __restrict__ x,
                        scalar_t* __restrict__ grad_logits, int64_t num_rows, int64_t batch,
                        int64_t data_dim) {
   using Pack = Packed<scalar_t, kVec>;
   const int64_t num_packs = data_dim / kVec;
   for (int64_t row = blockIdx.x; row < num_rows; row += gridDim.x) {
     const scalar_t grad = grad_log_weights[row];
-    const Pack* logit_row = reinterpret_cast<const Pack*>(logits + row * data_dim);
-    const Pack* x_row = reinterpret_cast<const Pack*>(x + (row % batch) * data_dim);
+    const Pack* source_row = reinterpret_cast<const Pack*>(source + row * data_dim);
+    const Pack* x_row =
+        kRecompute ? reinterpret_cast<const Pack*>(x + (row % batch) * data_dim) : nullptr;
     Pack* grad_row = reinterpret_cast<Pack*>(grad_logits + row * data_dim);
     for (int64_t p = threadIdx.x; p < num_packs; p += blockDim.x) {
-      const Pack logit = logit_row[p];
-      const Pack target = x_row[p];
+      const Pack value = source_row[p];
       Pack result;
+      if constexpr (kRecompute) {
+        const Pack target = x_row[p];
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) {
-        result.val[i] = grad * (target.val[i] - sigmoid(logit.val[i]));
+        for (int i = 0; i < kVec; ++i) {
+          result.val[i] = grad * (target.val[i] - sigmoid(value.val[i]));
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) result.val[i] = grad * value.val[i];
       }
       grad_row[p] = result;
     }
@@ -157,29 +205,38 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 // Column kernels: a [k, C] array reduced over k for each column. A block
 // takes 32 adjacent columns (coalesced row reads) and 16 threads per column
 // split the k loop (k can be 5000), combined in a fixed order so results are
-// deterministic.
+// deterministic. The sums are in accumulate_t (double) from the first term
+// to the combined total.
 
-template <typename scalar_t>
 struct SumPair {
-  scalar_t first;
-  scalar_t second;
+  accumulate_t first;
+  accumulate_t second;
 };
 
 struct Add {
-  template <typename scalar_t>
-  __device__ scalar_t operator()(scalar_t a, scalar_t b) const {
+  template <typename value_t>
+  __device__ value_t operator()(value_t a, value_t b) const {
     return a + b;
   }
 };
 
 struct AddPairs {
-  template <typename scalar_t>
-  __device__ SumPair<scalar_t> operator()(SumPair<scalar_t> a, SumPair<scalar_t> b) const {
+  __device__ SumPair operator()(SumPair a, SumPair b) const {
     return {a.first + b.first, a.second + b.second};
   }
 };
 
+// Max{}(value, running): a NaN value loses (NaN > x is false), so a running
+// max that starts at -inf never becomes NaN.
+struct Max {
+  template <typename value_t>
+  __device__ value_t operator()(value_t a, value_t b) const {
+    return a > b ? a : b;
+  }
+};
+
 // Every thread of a column gets the combined value of its column's lanes.
+// All threads of the block must call it (it holds barriers).
 template <typename State, typename Combine>
 __device__ State combine_sample_lanes(State partial, Combine combine) {
   __shared__ State partials[kSampleLanes][kColumnTile];
@@ -195,8 +252,9 @@ __device__ State combine_sample_lanes(State partial, Combine combine) {
 
 // Fused: grad_z needs the same z and g reads as the sums over k for grad_mu
 // and grad_logvar, so one pass over z serves all three. Columns are (b, j).
+// Each term is formed in scalar_t and added to a double sum, as on the CPU.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kColumnTile * kSampleLanes)
+__global__ void __launch_bounds__(kColumnThreads, kColumnBlocksPerSm)
     latent_grads_kernel(const scalar_t* __restrict__ grad_log_weights,
                         const scalar_t* __restrict__ z, const scalar_t* __restrict__ mu,
                         const scalar_t* __restrict__ logvar, scalar_t* __restrict__ grad_z,
@@ -206,7 +264,7 @@ __global__ void __launch_bounds__(kColumnTile * kSampleLanes)
   for (int64_t tile = blockIdx.x; tile * kColumnTile < columns; tile += gridDim.x) {
     const int64_t column = tile * kColumnTile + threadIdx.x;
     const bool active = column < columns;
-    SumPair<scalar_t> sums{0, 0};  // grad_mu, grad_logvar
+    SumPair sums{0, 0};  // grad_mu, grad_logvar
     if (active) {
       const int64_t b = column / latent_dim;
       const scalar_t mean = mu[column];
@@ -223,76 +281,56 @@ __global__ void __launch_bounds__(kColumnTile * kSampleLanes)
     }
     sums = combine_sample_lanes(sums, AddPairs{});
     if (active && threadIdx.y == 0) {
-      grad_mu[column] = sums.first;
-      grad_logvar[column] = sums.second;
+      grad_mu[column] = static_cast<scalar_t>(sums.first);
+      grad_logvar[column] = static_cast<scalar_t>(sums.second);
     }
   }
 }
 
-// Online logsumexp: sum holds sum(exp(v - max)) over the values seen.
+// iwae_bound_ref, column by column, in two passes over k:
+//   shift = the column max where finite, else 0
+//   total = sum_k exp(log_w - shift)             (exp in scalar_t, sum in double)
+//   bound = log(total) + shift - log k
+//   weights = total == 0 ? 0 : exp(log_w - shift) / total
+// So an all -inf column has bound -inf and weights 0; a NaN anywhere makes
+// total, bound and every weight of its column NaN (whatever the shift, hence
+// the max may skip NaN); a +inf entry makes shift 0 and total +inf, so bound
+// +inf and weights inf / inf = NaN where exp(log_w) overflows, 0 elsewhere.
 template <typename scalar_t>
-struct LseState {
-  scalar_t max;
-  scalar_t sum;
-};
-
-// exp(from - to), but exactly 1 when equal so that -inf or +inf maxima give
-// no inf - inf = NaN.
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t rescale(scalar_t from, scalar_t to) {
-  return from == to ? scalar_t(1) : exp_of(from - to);
-}
-
-struct CombineLse {
-  template <typename scalar_t>
-  __device__ LseState<scalar_t> operator()(LseState<scalar_t> a, LseState<scalar_t> b) const {
-    const scalar_t max = a.max > b.max ? a.max : b.max;  // max is never NaN
-    return {max, a.sum * rescale(a.max, max) + b.sum * rescale(b.max, max)};
-  }
-};
-
-// -inf adds nothing; a NaN keeps max untouched but poisons sum, which then
-// stays NaN through every combine (NaN * 0 is NaN).
-template <typename scalar_t>
-__device__ __forceinline__ LseState<scalar_t> lse_of(scalar_t log_weight) {
-  const scalar_t neg_inf = negative_infinity<scalar_t>();
-  if (log_weight != log_weight) return {neg_inf, log_weight};
-  return {log_weight, log_weight == neg_inf ? scalar_t(0) : scalar_t(1)};
-}
-
-// An all -inf column has max -inf and sum 0 (NaN if it held a NaN): its
-// weights are that sum, so 0 rather than 0 / 0.
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t softmax_weight(scalar_t log_weight,
-                                                   LseState<scalar_t> total) {
-  if (total.max == negative_infinity<scalar_t>()) return total.sum;
-  return rescale(log_weight, total.max) / total.sum;
-}
-
-template <typename scalar_t>
-__global__ void __launch_bounds__(kColumnTile * kSampleLanes)
+__global__ void __launch_bounds__(kColumnThreads, kColumnBlocksPerSm)
     bound_kernel(const scalar_t* __restrict__ log_weights, scalar_t* __restrict__ bound,
                  scalar_t* __restrict__ weights, int64_t num_samples, int64_t batch) {
   const scalar_t log_num_samples = log_of(static_cast<scalar_t>(num_samples));
   for (int64_t tile = blockIdx.x; tile * kColumnTile < batch; tile += gridDim.x) {
     const int64_t b = tile * kColumnTile + threadIdx.x;
     const bool active = b < batch;
-    LseState<scalar_t> state{negative_infinity<scalar_t>(), scalar_t(0)};
+    scalar_t column_max = negative_infinity<scalar_t>();
     for (int64_t s = threadIdx.y; active && s < num_samples; s += kSampleLanes) {
-      state = CombineLse{}(state, lse_of(log_weights[s * batch + b]));
+      column_max = Max{}(log_weights[s * batch + b], column_max);
     }
-    state = combine_sample_lanes(state, CombineLse{});
+    column_max = combine_sample_lanes(column_max, Max{});
+    const scalar_t shift = isfinite(column_max) ? column_max : scalar_t(0);
+    accumulate_t partial = 0;
+    for (int64_t s = threadIdx.y; active && s < num_samples; s += kSampleLanes) {
+      partial += exp_of(log_weights[s * batch + b] - shift);
+    }
+    const accumulate_t total = combine_sample_lanes(partial, Add{});
     if (!active) continue;  // no barrier follows in this tile
-    // max + log(sum) is -inf + -inf = -inf for an all -inf column.
-    if (threadIdx.y == 0) bound[b] = state.max + log_of(state.sum) - log_num_samples;
+    if (threadIdx.y == 0) {
+      bound[b] = static_cast<scalar_t>(log_of(total)) + shift - log_num_samples;
+    }
     for (int64_t s = threadIdx.y; s < num_samples; s += kSampleLanes) {
-      weights[s * batch + b] = softmax_weight(log_weights[s * batch + b], state);
+      const int64_t index = s * batch + b;
+      const accumulate_t shifted = exp_of(log_weights[index] - shift);
+      weights[index] = total == 0 ? scalar_t(0) : static_cast<scalar_t>(shifted / total);
     }
   }
 }
 
+// grad_log_w = w * (grad_bound + grad_w - centre), centre = sum_k w * grad_w
+// in double, with the CPU kernel's rounding steps.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kColumnTile * kSampleLanes)
+__global__ void __launch_bounds__(kColumnThreads, kColumnBlocksPerSm)
     bound_grad_kernel(const scalar_t* __restrict__ grad_bound,
                       const scalar_t* __restrict__ grad_weights,
                       const scalar_t* __restrict__ weights,
@@ -301,16 +339,17 @@ __global__ void __launch_bounds__(kColumnTile * kSampleLanes)
   for (int64_t tile = blockIdx.x; tile * kColumnTile < batch; tile += gridDim.x) {
     const int64_t b = tile * kColumnTile + threadIdx.x;
     const bool active = b < batch;
-    scalar_t dot = 0;  // sum over k of weights * grad_weights
+    accumulate_t partial = 0;
     for (int64_t s = threadIdx.y; active && s < num_samples; s += kSampleLanes) {
-      dot += weights[s * batch + b] * grad_weights[s * batch + b];
+      partial += static_cast<accumulate_t>(weights[s * batch + b]) * grad_weights[s * batch + b];
     }
-    dot = combine_sample_lanes(dot, Add{});
+    const accumulate_t centre = combine_sample_lanes(partial, Add{});
     if (!active) continue;  // no barrier follows in this tile
+    const scalar_t column_grad = grad_bound[b];
     for (int64_t s = threadIdx.y; s < num_samples; s += kSampleLanes) {
       const int64_t index = s * batch + b;
       grad_log_weights[index] =
-          weights[index] * (grad_bound[b] + grad_weights[index] - dot);
+          weights[index] * static_cast<scalar_t>(column_grad + grad_weights[index] - centre);
     }
   }
 }
@@ -348,23 +387,75 @@ bool can_pack(int64_t data_dim, std::initializer_list<const void*> bases) {
   });
 }
 
-template <typename scalar_t, int kVec>
+template <typename scalar_t, int kVec, bool kWriteGrad>
 void launch_log_weights_rows(const scalar_t* logits, const scalar_t* x, const scalar_t* z,
                              const scalar_t* mu, const scalar_t* logvar, scalar_t* log_weights,
-                             int64_t num_rows, int64_t batch, int64_t data_dim,
-                             int64_t latent_dim, cudaStream_t stream) {
+                             scalar_t* dlogits, int64_t num_rows, int64_t batch,
+                             int64_t data_dim, int64_t latent_dim, cudaStream_t stream) {
   const int threads = row_block_threads(std::max(data_dim / kVec, latent_dim));
-  log_weights_kernel<scalar_t, kVec><<<grid_blocks(num_rows), threads, 0, stream>>>(
-      logits, x, z, mu, logvar, log_weights, num_rows, batch, data_dim, latent_dim);
+  log_weights_kernel<scalar_t, kVec, kWriteGrad><<<grid_blocks(num_rows), threads, 0, stream>>>(
+      logits, x, z, mu, logvar, log_weights, dlogits, num_rows, batch, data_dim, latent_dim);
 }
 
-template <typename scalar_t, int kVec>
-void launch_logits_grad_rows(const scalar_t* grad_log_weights, const scalar_t* logits,
+template <typename scalar_t, int kVec, bool kRecompute>
+void launch_logits_grad_rows(const scalar_t* grad_log_weights, const scalar_t* source,
                              const scalar_t* x, scalar_t* grad_logits, int64_t num_rows,
                              int64_t batch, int64_t data_dim, cudaStream_t stream) {
   const int threads = row_block_threads(data_dim / kVec);
-  logits_grad_kernel<scalar_t, kVec><<<grid_blocks(num_rows), threads, 0, stream>>>(
-      grad_log_weights, logits, x, grad_logits, num_rows, batch, data_dim);
+  logits_grad_kernel<scalar_t, kVec, kRecompute><<<grid_blocks(num_rows), threads, 0, stream>>>(
+      grad_log_weights, source, x, grad_logits, num_rows, batch, data_dim);
+}
+
+// iwae_log_weights, and with kWriteGrad iwae_log_weights_and_grad (dlogits is
+// null without it; a null pointer counts as aligned).
+template <typename scalar_t, bool kWriteGrad>
+cudaError_t log_weights_forward(const scalar_t* logits, const scalar_t* x, const scalar_t* z,
+                                const scalar_t* mu, const scalar_t* logvar,
+                                scalar_t* log_weights, scalar_t* dlogits, int64_t num_samples,
+                                int64_t batch, int64_t data_dim, int64_t latent_dim,
+                                cudaStream_t stream) {
+  const int64_t num_rows = num_samples * batch;
+  if (num_rows == 0) return cudaSuccess;
+  if (can_pack<scalar_t>(data_dim, {logits, x, dlogits})) {
+    launch_log_weights_rows<scalar_t, kPackWidth<scalar_t>, kWriteGrad>(
+        logits, x, z, mu, logvar, log_weights, dlogits, num_rows, batch, data_dim, latent_dim,
+        stream);
+  } else {
+    launch_log_weights_rows<scalar_t, 1, kWriteGrad>(logits, x, z, mu, logvar, log_weights,
+                                                     dlogits, num_rows, batch, data_dim,
+                                                     latent_dim, stream);
+  }
+  return cudaGetLastError();
+}
+
+// The backward of both forms: grad_logits from `source` (logits and x with
+// kRecompute, else the saved dlogits, x null), then the latent gradients.
+template <typename scalar_t, bool kRecompute>
+cudaError_t log_weights_backward(const scalar_t* grad_log_weights, const scalar_t* source,
+                                 const scalar_t* x, const scalar_t* z, const scalar_t* mu,
+                                 const scalar_t* logvar, scalar_t* grad_logits,
+                                 scalar_t* grad_z, scalar_t* grad_mu, scalar_t* grad_logvar,
+                                 int64_t num_samples, int64_t batch, int64_t data_dim,
+                                 int64_t latent_dim, cudaStream_t stream) {
+  const int64_t num_rows = num_samples * batch;
+  if (num_rows > 0 && data_dim > 0) {
+    if (can_pack<scalar_t>(data_dim, {source, x, grad_logits})) {
+      launch_logits_grad_rows<scalar_t, kPackWidth<scalar_t>, kRecompute>(
+          grad_log_weights, source, x, grad_logits, num_rows, batch, data_dim, stream);
+    } else {
+      launch_logits_grad_rows<scalar_t, 1, kRecompute>(grad_log_weights, source, x,
+                                                       grad_logits, num_rows, batch, data_dim,
+                                                       stream);
+    }
+    const cudaError_t error = cudaGetLastError();
+    if (error != cudaSuccess) return error;
+  }
+  const int64_t columns = batch * latent_dim;
+  if (columns == 0) return cudaSuccess;
+  latent_grads_kernel<scalar_t><<<column_grid(columns), dim3(kColumnTile, kSampleLanes), 0,
+                                  stream>>>(grad_log_weights, z, mu, logvar, grad_z, grad_mu,
+                                            grad_logvar, num_samples, batch, latent_dim);
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -378,16 +469,8 @@ cudaError_t launch_iwae_log_weights(const scalar_t* logits, const scalar_t* x,
                                     const scalar_t* logvar, scalar_t* log_weights,
                                     int64_t num_samples, int64_t batch, int64_t data_dim,
                                     int64_t latent_dim, cudaStream_t stream) {
-  const int64_t num_rows = num_samples * batch;
-  if (num_rows == 0) return cudaSuccess;
-  if (can_pack<scalar_t>(data_dim, {logits, x})) {
-    launch_log_weights_rows<scalar_t, kPackWidth<scalar_t>>(
-        logits, x, z, mu, logvar, log_weights, num_rows, batch, data_dim, latent_dim, stream);
-  } else {
-    launch_log_weights_rows<scalar_t, 1>(logits, x, z, mu, logvar, log_weights, num_rows,
-                                         batch, data_dim, latent_dim, stream);
-  }
-  return cudaGetLastError();
+  return log_weights_forward<scalar_t, false>(logits, x, z, mu, logvar, log_weights, nullptr,
+                                              num_samples, batch, data_dim, latent_dim, stream);
 }
 
 template <typename scalar_t>
@@ -396,24 +479,32 @@ cudaError_t launch_iwae_log_weights_backward(
     const scalar_t* z, const scalar_t* mu, const scalar_t* logvar, scalar_t* grad_logits,
     scalar_t* grad_z, scalar_t* grad_mu, scalar_t* grad_logvar, int64_t num_samples,
     int64_t batch, int64_t data_dim, int64_t latent_dim, cudaStream_t stream) {
-  const int64_t num_rows = num_samples * batch;
-  if (num_rows > 0 && data_dim > 0) {
-    if (can_pack<scalar_t>(data_dim, {logits, x, grad_logits})) {
-      launch_logits_grad_rows<scalar_t, kPackWidth<scalar_t>>(
-          grad_log_weights, logits, x, grad_logits, num_rows, batch, data_dim, stream);
-    } else {
-      launch_logits_grad_rows<scalar_t, 1>(grad_log_weights, logits, x, grad_logits,
-                                           num_rows, batch, data_dim, stream);
-    }
-    const cudaError_t error = cudaGetLastError();
-    if (error != cudaSuccess) return error;
-  }
-  const int64_t columns = batch * latent_dim;
-  if (columns == 0) return cudaSuccess;
-  latent_grads_kernel<scalar_t><<<column_grid(columns), dim3(kColumnTile, kSampleLanes), 0,
-                                  stream>>>(grad_log_weights, z, mu, logvar, grad_z, grad_mu,
-                                            grad_logvar, num_samples, batch, latent_dim);
-  return cudaGetLastError();
+  return log_weights_backward<scalar_t, true>(grad_log_weights, logits, x, z, mu, logvar,
+                                              grad_logits, grad_z, grad_mu, grad_logvar,
+                                              num_samples, batch, data_dim, latent_dim, stream);
+}
+
+template <typename scalar_t>
+cudaError_t launch_iwae_log_weights_and_grad(const scalar_t* logits, const scalar_t* x,
+                                             const scalar_t* z, const scalar_t* mu,
+                                             const scalar_t* logvar, scalar_t* log_weights,
+                                             scalar_t* dlogits, int64_t num_samples,
+                                             int64_t batch, int64_t data_dim,
+                                             int64_t latent_dim, cudaStream_t stream) {
+  return log_weights_forward<scalar_t, true>(logits, x, z, mu, logvar, log_weights, dlogits,
+                                             num_samples, batch, data_dim, latent_dim, stream);
+}
+
+template <typename scalar_t>
+cudaError_t launch_iwae_log_weights_and_grad_backward(
+    const scalar_t* grad_log_weights, const scalar_t* dlogits, const scalar_t* z,
+    const scalar_t* mu, const scalar_t* logvar, scalar_t* grad_logits, scalar_t* grad_z,
+    scalar_t* grad_mu, scalar_t* grad_logvar, int64_t num_samples, int64_t batch,
+    int64_t data_dim, int64_t latent_dim, cudaStream_t stream) {
+  return log_weights_backward<scalar_t, false>(grad_log_weights, dlogits, nullptr, z, mu,
+                                               logvar, grad_logits, grad_z, grad_mu,
+                                               grad_logvar, num_samples, batch, data_dim,
+                                               latent_dim, stream);
 }
 
 template <typename scalar_t>
@@ -445,6 +536,13 @@ cudaError_t launch_iwae_bound_backward(const scalar_t* grad_bound,
       const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*,  \
       const scalar_t*, scalar_t*, scalar_t*, scalar_t*, scalar_t*, int64_t, int64_t,        \
       int64_t, int64_t, cudaStream_t);                                                      \
+  template cudaError_t launch_iwae_log_weights_and_grad<scalar_t>(                          \
+      const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*,  \
+      scalar_t*, scalar_t*, int64_t, int64_t, int64_t, int64_t, cudaStream_t);              \
+  template cudaError_t launch_iwae_log_weights_and_grad_backward<scalar_t>(                 \
+      const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*,  \
+      scalar_t*, scalar_t*, scalar_t*, scalar_t*, int64_t, int64_t, int64_t, int64_t,       \
+      cudaStream_t);                                                                        \
   template cudaError_t launch_iwae_bound<scalar_t>(const scalar_t*, scalar_t*, scalar_t*,   \
                                                    int64_t, int64_t, cudaStream_t);         \
   template cudaError_t launch_iwae_bound_backward<scalar_t>(                                \

@@ -65,8 +65,11 @@ def fused_iwae_log_weights(logits, x, z, mu, logvar):
     """`genvar::iwae_log_weights`, or on CPU when logits need a gradient,
     `genvar::iwae_log_weights_and_grad`: on a CPU the cost is the transcendentals,
     so the forward writes d log_w / d logits while it has exp(-|l|) at hand and the
-    backward only scales it; on a GPU the cost is bytes, and recomputing is cheaper."""
-    if logits.device.type == "cpu" and logits.requires_grad and torch.is_grad_enabled():
+    backward only scales it; on a GPU the cost is bytes, and recomputing is cheaper.
+    Under torch.compile the plain op runs: the training path's backward keeps its
+    buffer on ctx, which AOTAutograd cannot trace."""
+    if (logits.device.type == "cpu" and logits.requires_grad and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()):
         return torch.ops.genvar.iwae_log_weights_and_grad(logits, x, z, mu, logvar)[0]
     return torch.ops.genvar.iwae_log_weights(logits, x, z, mu, logvar)
 
@@ -99,10 +102,9 @@ def _register():
         _check_log_weights_shapes(logits, x, z, mu, logvar)
         return logits.new_empty(logits.shape[:2]), torch.empty_like(logits)
 
-    @torch.library.register_fake("genvar::iwae_log_weights_and_grad_backward")
+    @torch.library.register_fake("genvar::iwae_log_weights_and_grad_backward_")
     def _(grad_log_weights, dlogits, z, mu, logvar):
-        return (torch.empty_like(dlogits), torch.empty_like(z),
-                torch.empty_like(mu), torch.empty_like(logvar))
+        return torch.empty_like(z), torch.empty_like(mu), torch.empty_like(logvar)
 
     @torch.library.register_fake("genvar::iwae_bound")
     def _(log_weights):
@@ -126,20 +128,29 @@ def _register():
         return grad_logits, None, grad_z, grad_mu, grad_logvar
 
     def and_grad_setup(ctx, inputs, output):
-        _, _, z, mu, logvar = inputs
         ctx.mark_non_differentiable(output[1])
         # No zero [k, B, D] gradient for the non-differentiable dlogits output.
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(output[1], z, mu, logvar)
+        # The first backward scales dlogits in place into the logits gradient, so no
+        # second [k, B, D] tensor exists. dlogits has no grad_fn: holding it on ctx
+        # makes no reference cycle. The inputs are kept for a second backward.
+        ctx.dlogits = output[1]
+        ctx.save_for_backward(*inputs)
 
     def and_grad_backward(ctx, grad_log_weights, _):
         if ctx.needs_input_grad[1]:
             raise RuntimeError("iwae_log_weights has no gradient with respect to x (the data)")
         if grad_log_weights is None:
             return None, None, None, None, None
-        grads = torch.ops.genvar.iwae_log_weights_and_grad_backward(
-            grad_log_weights, *ctx.saved_tensors)
-        return grads[0], None, *grads[1:]
+        logits, x, z, mu, logvar = ctx.saved_tensors
+        dlogits, ctx.dlogits = ctx.dlogits, None
+        if dlogits is None:  # a second backward through the same graph: recompute
+            grads = torch.ops.genvar.iwae_log_weights_backward(
+                grad_log_weights, logits, x, z, mu, logvar)
+            return grads[0], None, *grads[1:]
+        grad_z, grad_mu, grad_logvar = torch.ops.genvar.iwae_log_weights_and_grad_backward_(
+            grad_log_weights, dlogits, z, mu, logvar)
+        return dlogits, None, grad_z, grad_mu, grad_logvar
 
     def bound_setup(ctx, inputs, output):
         ctx.save_for_backward(output[1])

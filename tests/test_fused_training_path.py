@@ -1,5 +1,5 @@
 """The CPU training path of the fused ops: `iwae_log_weights_and_grad` writes
-d log_w / d logits during the forward, and the backward only scales it."""
+d log_w / d logits during the forward, and the backward scales it in place."""
 import pytest
 import torch
 
@@ -59,10 +59,13 @@ def test_gradcheck(request):
 def test_opcheck(request, device, dtype):
     inputs = make_iwae_inputs(generator_for(request), 3, 2, 5, 2, dtype=dtype,
                               device=device).requiring_grad()
-    torch.library.opcheck(and_grad, inputs.tensors())
+    # Not test_aot_dispatch_dynamic: the backward keeps its buffer on ctx, which
+    # AOTAutograd cannot trace; compiled code takes the plain op (see the next test).
+    torch.library.opcheck(and_grad, inputs.tensors(), test_utils=(
+        "test_schema", "test_autograd_registration", "test_faketensor"))
 
 
-def test_compiled_fullgraph_matches_eager(request):
+def test_compiled_fullgraph_matches_eager_training_path(request):
     inputs = make_iwae_inputs(generator_for(request), 4, 3, 20, 5, dtype=torch.float32)
 
     def objective(logits, x, z, mu, logvar):
@@ -106,4 +109,4 @@ def test_backward_rejects_bad_input_naming_it(request, argument, replacement, me
                  "dlogits": inputs.logits, "z": inputs.z, "mu": inputs.mu, "logvar": inputs.logvar}
     arguments[argument] = replacement
     with pytest.raises(RuntimeError, match=message):
-        torch.ops.genvar.iwae_log_weights_and_grad_backward(*arguments.values())
+        torch.ops.genvar.iwae_log_weights_and_grad_backward_(*arguments.values())

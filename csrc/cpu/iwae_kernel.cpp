@@ -246,36 +246,35 @@ GradTuple iwae_log_weights_backward_cpu(const at::Tensor& grad_log_weights,
   return gaussian_grads(grad_c, grad_logits, z, mu, logvar, sizes);
 }
 
-// grad_logits = g[k, b] * dlogits[k, b, :]: the forward already did the transcendentals.
+// dlogits[k, b, :] *= g[k, b]: the forward already did the transcendentals.
 template <typename scalar_t>
-void scale_rows_impl(const scalar_t* grad, const scalar_t* dlogits, scalar_t* grad_logits,
-                     const IwaeSizes& sizes) {
+void scale_rows_impl(const scalar_t* grad, scalar_t* dlogits, const IwaeSizes& sizes) {
   const int64_t data_dim = sizes.data_dim;
   at::parallel_for(0, sizes.num_samples * sizes.batch, grain_rows(data_dim),
                    [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const scalar_t g = grad[row];
-      const scalar_t* in = dlogits + row * data_dim;
-      scalar_t* out = grad_logits + row * data_dim;
+      scalar_t* values = dlogits + row * data_dim;
 #pragma omp simd
-      for (int64_t d = 0; d < data_dim; ++d) out[d] = g * in[d];
+      for (int64_t d = 0; d < data_dim; ++d) values[d] *= g;
     }
   });
 }
 
-GradTuple iwae_log_weights_and_grad_backward_cpu(const at::Tensor& grad_log_weights,
-                                                 const at::Tensor& dlogits, const at::Tensor& z,
-                                                 const at::Tensor& mu, const at::Tensor& logvar) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> iwae_log_weights_and_grad_backward_cpu(
+    const at::Tensor& grad_log_weights, at::Tensor& dlogits, const at::Tensor& z,
+    const at::Tensor& mu, const at::Tensor& logvar) {
   const IwaeSizes sizes =
       check_iwae_log_weights_and_grad_backward_args(grad_log_weights, dlogits, z, mu, logvar);
-  const auto grad_c = grad_log_weights.contiguous(), dlogits_c = dlogits.contiguous();
-  at::Tensor grad_logits = at::empty(dlogits.sizes(), dlogits.options());
+  TORCH_CHECK(dlogits.is_contiguous(), "dlogits must be contiguous (it is scaled in place)");
+  const auto grad_c = grad_log_weights.contiguous();
   AT_DISPATCH_FLOATING_TYPES(dlogits.scalar_type(), "iwae_log_weights_and_grad_backward_cpu", [&] {
     scale_rows_impl<scalar_t>(grad_c.const_data_ptr<scalar_t>(),
-                              dlogits_c.const_data_ptr<scalar_t>(),
-                              grad_logits.mutable_data_ptr<scalar_t>(), sizes);
+                              dlogits.mutable_data_ptr<scalar_t>(), sizes);
   });
-  return gaussian_grads(grad_c, grad_logits, z, mu, logvar, sizes);
+  auto [unused, grad_z, grad_mu, grad_logvar] =
+      gaussian_grads(grad_c, dlogits, z, mu, logvar, sizes);
+  return {grad_z, grad_mu, grad_logvar};
 }
 
 }  // namespace
@@ -284,7 +283,7 @@ TORCH_LIBRARY_IMPL(genvar, CPU, m) {
   m.impl("iwae_log_weights", &iwae_log_weights_cpu);
   m.impl("iwae_log_weights_backward", &iwae_log_weights_backward_cpu);
   m.impl("iwae_log_weights_and_grad", &iwae_log_weights_and_grad_cpu);
-  m.impl("iwae_log_weights_and_grad_backward", &iwae_log_weights_and_grad_backward_cpu);
+  m.impl("iwae_log_weights_and_grad_backward_", &iwae_log_weights_and_grad_backward_cpu);
 }
 
 }  // namespace genvar::cpu

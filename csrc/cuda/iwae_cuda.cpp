@@ -102,9 +102,13 @@ std::tuple<at::Tensor, at::Tensor> iwae_log_weights_and_grad_cuda(const at::Tens
   return {log_weights, dlogits};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+// Scales dlogits in place into the logits gradient (the op's schema marks it
+// mutated). The launcher's outputs may not alias its inputs, so the product
+// goes through a temporary and is copied back; the training path uses this op
+// on the CPU only, where the in-place form saves the allocation.
+std::tuple<at::Tensor, at::Tensor, at::Tensor>
 iwae_log_weights_and_grad_backward_cuda(const at::Tensor& grad_log_weights,
-                                        const at::Tensor& dlogits, const at::Tensor& z,
+                                        at::Tensor& dlogits, const at::Tensor& z,
                                         const at::Tensor& mu, const at::Tensor& logvar) {
   const IwaeSizes sizes =
       check_iwae_log_weights_and_grad_backward_args(grad_log_weights, dlogits, z, mu, logvar);
@@ -131,7 +135,8 @@ iwae_log_weights_and_grad_backward_cuda(const at::Tensor& grad_log_weights,
               sizes.data_dim, sizes.latent_dim, current_stream()));
         });
   }
-  return {grad_logits, grad_z, grad_mu, grad_logvar};
+  dlogits.copy_(grad_logits);
+  return {grad_z, grad_mu, grad_logvar};
 }
 
 std::tuple<at::Tensor, at::Tensor> iwae_bound_cuda(const at::Tensor& log_weights) {
@@ -175,7 +180,7 @@ TORCH_LIBRARY_IMPL(genvar, CUDA, m) {
   m.impl("iwae_log_weights", &iwae_log_weights_cuda);
   m.impl("iwae_log_weights_backward", &iwae_log_weights_backward_cuda);
   m.impl("iwae_log_weights_and_grad", &iwae_log_weights_and_grad_cuda);
-  m.impl("iwae_log_weights_and_grad_backward", &iwae_log_weights_and_grad_backward_cuda);
+  m.impl("iwae_log_weights_and_grad_backward_", &iwae_log_weights_and_grad_backward_cuda);
   m.impl("iwae_bound", &iwae_bound_cuda);
   m.impl("iwae_bound_backward", &iwae_bound_backward_cuda);
 }

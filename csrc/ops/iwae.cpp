@@ -114,9 +114,11 @@ TORCH_LIBRARY_FRAGMENT(genvar, m) {
   m.def(
       "iwae_log_weights_and_grad(Tensor logits, Tensor x, Tensor z, Tensor mu, Tensor logvar) "
       "-> (Tensor, Tensor)");
+  // Its backward: scales dlogits in place into the logits gradient (no second
+  // [k, B, D] tensor) and returns the gradients of z, mu and logvar.
   m.def(
-      "iwae_log_weights_and_grad_backward(Tensor grad_log_weights, Tensor dlogits, Tensor z, "
-      "Tensor mu, Tensor logvar) -> (Tensor, Tensor, Tensor, Tensor)");
+      "iwae_log_weights_and_grad_backward_(Tensor grad_log_weights, Tensor(a!) dlogits, "
+      "Tensor z, Tensor mu, Tensor logvar) -> (Tensor, Tensor, Tensor)");
   m.def("iwae_bound(Tensor log_weights) -> (Tensor, Tensor)");
   m.def(
       "iwae_bound_backward(Tensor grad_bound, Tensor grad_weights, Tensor weights) -> Tensor");

@@ -68,7 +68,8 @@ def _check_device(device: str, backend: str) -> None:
 
 def command_run(args) -> int:
     from genvar_bench.results import update_results
-    from genvar_bench.runner import RunConfig, run_one
+    from genvar_bench import runner
+    from genvar_bench.runner import RunConfig
 
     profile = get_profile(args.profile)
     if args.epochs is not None:
@@ -85,13 +86,14 @@ def command_run(args) -> int:
     configs = [RunConfig(method, k, layers, args.seed, args.device, args.backend)
                for method, k, layers in itertools.product(args.method, args.k or profile.num_samples,
                                                           args.layers)]
+    runner.git_commit()  # read before training: later commits must not relabel these rows
     done = 0
     try:
         for config in configs:
             print(f"[{done + 1}/{len(configs)}] {config.method} k={config.num_samples} "
                   f"layers={config.layers} on {dataset.name} ({args.device}, {args.backend})",
                   file=sys.stderr, flush=True)
-            row = run_one(config, dataset, profile, show_progress=not args.no_progress)
+            row = runner.run_one(config, dataset, profile, show_progress=not args.no_progress)
             path = update_results(args.out, dataset.name, profile.name, [row])
             done += 1
             print(f"    test NLL {row['test_nll']:.2f}  test bound {row['test_bound']:.2f}  "

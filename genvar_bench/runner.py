@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,8 +28,10 @@ class RunConfig:
     backend: str
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit() -> str:
-    """The checkout's commit, with '+dirty' when tracked files differ from it."""
+    """The checkout's commit, with '+dirty' when the code differs from it; read once
+    per process (the `run` command reads it at start), so rows name the code that ran."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,

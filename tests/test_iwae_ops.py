@@ -537,3 +537,18 @@ def test_every_output_element_is_written(request, device, dtype, op_name):
         assert_close_to_reference(run_op(), *expected)
     if not any(poison_took):
         pytest.skip(f"the {device} allocator never reused a poisoned block")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("device", DEVICES)
+def test_bound_matches_reference_with_plus_infinity_in_one_column_block(request, device, dtype):
+    """The CPU kernel takes a vectorised path for column blocks whose max is finite
+    and the libm path for a block holding +inf: both must equal the reference."""
+    log_weights = make_log_weights(generator_for(request), 7, 40, dtype=dtype, device=device)
+    log_weights[2, 35] = INF
+    log_weights[:, 3] = -INF
+    log_weights[4, 20] = float("nan")
+    bound, weights = genvar.iwae_bound(log_weights)
+    expected_bound, expected_weights = iwae_bound_ref(log_weights)
+    torch.testing.assert_close(bound, expected_bound, equal_nan=True)
+    torch.testing.assert_close(weights, expected_weights, equal_nan=True)

@@ -27,10 +27,11 @@
 
 namespace genvar::cpu {
 
-// exp(y) for y <= 0 (y = -inf gives 0). Cody-Waite reduction to
-// r in [-ln2/2, ln2/2], a degree-6 polynomial, then scaling by 2^n.
-GENVAR_INLINE float exp_nonpositive(float y) {
-  y = y < -87.0f ? -87.0f : y;  // below this e^y underflows in float anyway; NaN stays NaN
+// exp(y) for y <= 0; exactly 0 below -87 (so -inf gives 0), NaN stays NaN.
+// Cody-Waite reduction to r in [-ln2/2, ln2/2], a degree-6 polynomial, then
+// scaling by 2^n.
+GENVAR_INLINE float exp_nonpositive(float input) {
+  const float y = input < -87.0f ? -87.0f : input;  // keeps 2^n a normal float
   // Adding and removing 1.5 * 2^23 rounds to the nearest integer without a
   // libm call (exact while |y * log2(e)| < 2^22, far beyond the clamp).
   const float round_magic = 12582912.0f;
@@ -47,7 +48,7 @@ GENVAR_INLINE float exp_nonpositive(float y) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return poly * scale;
+  return input < -87.0f ? 0.0f : poly * scale;
 }
 
 // log1p(t) for t in [0, 1] as 2 atanh(s) with s = t / (2 + t) in [0, 1/3]:

@@ -1,6 +1,7 @@
 // CPU kernels of iwae_bound: a stable logsumexp over k and the softmax
 // weights, column-blocked so each pass walks contiguous memory.
 #include "../ops/iwae.h"
+#include "fast_math.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -20,23 +21,60 @@ constexpr int64_t kGrainColumns = 16;
 // results keep float32 accuracy whatever k is.
 using accumulate_t = double;
 
-// Fills shift[b] (the column max where finite, else 0) and total[b]
-// (sum_k exp(log_w - shift)) for columns [begin, end).
+// One row of k: total[i] += exp(row[i] - shift[i]), terms in the input type,
+// sums in double. The float version vectorises; it needs row - shift <= 0,
+// which holds unless a column's max is +inf (see bound_impl).
+GENVAR_TARGET_CLONES void add_exp_row(const float* row, const float* shift, double* total,
+                                      int64_t width) {
+#pragma omp simd
+  for (int64_t i = 0; i < width; ++i) total[i] += exp_nonpositive(row[i] - shift[i]);
+}
+void add_exp_row(const double* row, const double* shift, double* total, int64_t width) {
+  for (int64_t i = 0; i < width; ++i) total[i] += std::exp(row[i] - shift[i]);
+}
+
+// out[i] = exp(row[i] - shift[i]) * inverse_total[i].
+GENVAR_TARGET_CLONES void weights_row(const float* row, const float* shift,
+                                      const double* inverse_total, float* out, int64_t width) {
+#pragma omp simd
+  for (int64_t i = 0; i < width; ++i) {
+    out[i] = static_cast<float>(exp_nonpositive(row[i] - shift[i]) * inverse_total[i]);
+  }
+}
+void weights_row(const double* row, const double* shift, const double* inverse_total,
+                 double* out, int64_t width) {
+  for (int64_t i = 0; i < width; ++i) out[i] = std::exp(row[i] - shift[i]) * inverse_total[i];
+}
+
+// The exact (libm) forms, for blocks holding a column whose max is +inf.
 template <typename scalar_t>
-void shifted_sums(const scalar_t* log_weights, int64_t num_samples, int64_t batch, int64_t begin,
-                  int64_t end, std::vector<scalar_t>& shift, std::vector<accumulate_t>& total) {
-  const int64_t width = end - begin;
+void add_exp_row_libm(const scalar_t* row, const scalar_t* shift, double* total, int64_t width) {
+  for (int64_t i = 0; i < width; ++i) total[i] += std::exp(row[i] - shift[i]);
+}
+template <typename scalar_t>
+void weights_row_libm(const scalar_t* row, const scalar_t* shift, const double* inverse_total,
+                      scalar_t* out, int64_t width) {
+  for (int64_t i = 0; i < width; ++i) {
+    out[i] = static_cast<scalar_t>(std::exp(row[i] - shift[i]) * inverse_total[i]);
+  }
+}
+
+// shift[i]: the column max where finite, else 0. Returns whether every max is
+// below +inf, so that every row - shift <= 0 (NaN entries do not count as max).
+template <typename scalar_t>
+bool column_shifts(const scalar_t* log_weights, int64_t num_samples, int64_t batch,
+                   int64_t begin, int64_t width, std::vector<scalar_t>& shift) {
   shift.assign(width, -std::numeric_limits<scalar_t>::infinity());
-  total.assign(width, accumulate_t(0));
   for (int64_t k = 0; k < num_samples; ++k) {
     const scalar_t* row = log_weights + k * batch + begin;
     for (int64_t i = 0; i < width; ++i) shift[i] = row[i] > shift[i] ? row[i] : shift[i];
   }
-  for (int64_t i = 0; i < width; ++i) shift[i] = std::isfinite(shift[i]) ? shift[i] : scalar_t(0);
-  for (int64_t k = 0; k < num_samples; ++k) {
-    const scalar_t* row = log_weights + k * batch + begin;
-    for (int64_t i = 0; i < width; ++i) total[i] += std::exp(row[i] - shift[i]);
+  bool bounded = true;
+  for (int64_t i = 0; i < width; ++i) {
+    bounded = bounded && shift[i] != std::numeric_limits<scalar_t>::infinity();
+    shift[i] = std::isfinite(shift[i]) ? shift[i] : scalar_t(0);
   }
+  return bounded;
 }
 
 template <typename scalar_t>
@@ -44,21 +82,26 @@ void bound_impl(const scalar_t* log_weights, scalar_t* bound, scalar_t* weights,
                 int64_t num_samples, int64_t batch) {
   const scalar_t log_k = std::log(static_cast<scalar_t>(num_samples));
   at::parallel_for(0, batch, kGrainColumns, [&](int64_t begin, int64_t end) {
+    const int64_t width = end - begin;
     std::vector<scalar_t> shift;
-    std::vector<accumulate_t> total;
-    shifted_sums(log_weights, num_samples, batch, begin, end, shift, total);
-    for (int64_t i = 0; i < end - begin; ++i) {
+    const bool bounded = column_shifts(log_weights, num_samples, batch, begin, width, shift);
+    std::vector<accumulate_t> total(width, 0.0), inverse_total(width);
+    for (int64_t k = 0; k < num_samples; ++k) {
+      const scalar_t* row = log_weights + k * batch + begin;
+      bounded ? add_exp_row(row, shift.data(), total.data(), width)
+              : add_exp_row_libm(row, shift.data(), total.data(), width);
+    }
+    for (int64_t i = 0; i < width; ++i) {
       bound[begin + i] = static_cast<scalar_t>(std::log(total[i])) + shift[i] - log_k;
+      // A column of -inf has total 0: no sample is possible, weights stay 0.
+      // (A NaN column has total NaN and keeps NaN weights.)
+      inverse_total[i] = total[i] == 0 ? 0.0 : 1.0 / total[i];
     }
     for (int64_t k = 0; k < num_samples; ++k) {
       const scalar_t* row = log_weights + k * batch + begin;
       scalar_t* out_row = weights + k * batch + begin;
-      for (int64_t i = 0; i < end - begin; ++i) {
-        // A column of -inf has total 0: no sample is possible, weights stay 0.
-        // (A NaN column has total NaN and keeps NaN weights.)
-        out_row[i] = total[i] == 0 ? scalar_t(0)
-                                   : static_cast<scalar_t>(std::exp(row[i] - shift[i]) / total[i]);
-      }
+      bounded ? weights_row(row, shift.data(), inverse_total.data(), out_row, width)
+              : weights_row_libm(row, shift.data(), inverse_total.data(), out_row, width);
     }
   });
 }

@@ -43,21 +43,43 @@ def git_commit() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+# Sample counts of the importance-weighted test bounds reported beside the NLL:
+# the bound of the seed's resampled q_p^k tightens as k grows.
+BOUND_SAMPLES = (1, 5, 50, 500, 5000)
+
+
+def importance_bounds(method, test_x: torch.Tensor, eval_samples: int, nll_mean: float) -> dict:
+    """{'test_iw_bound_k<k>': mean -log (1/k) sum_i w_i} for k up to eval_samples; the
+    k = eval_samples entry is the NLL estimate itself, larger k are left out (NaN)."""
+    columns = {}
+    for num_samples in BOUND_SAMPLES:
+        if num_samples < eval_samples:
+            value = estimators.importance_nll(method, test_x, num_samples).double().mean().item()
+        else:
+            value = nll_mean if num_samples == eval_samples else float("nan")
+        columns[f"test_iw_bound_k{num_samples}"] = value
+    return columns
+
+
 def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
              show_progress: bool) -> dict:
-    """Train and test bounds, the importance-sampled test NLL and active units."""
+    """Train and test bounds, the importance-sampled test NLL, the importance-weighted
+    test bounds at BOUND_SAMPLES and active units."""
     method.eval()
     start = time.perf_counter()
     train_x, test_x = data.train.to(device), data.test.to(device)
     with tqdm(total=test_x.shape[0], desc=f"test NLL (k={eval_samples})", unit="ex",
               disable=not show_progress, leave=False, dynamic_ncols=True) as bar:
         nll = estimators.importance_nll(method, test_x, eval_samples, progress=bar.update)
+    nll_mean = nll.double().mean().item()
+    bounds = importance_bounds(method, test_x, eval_samples, nll_mean)
     units = estimators.active_units(method, test_x)
     return {
         "train_bound": estimators.mean_bound(method, train_x),
         "test_bound": estimators.mean_bound(method, test_x),
-        "test_nll": nll.double().mean().item(),
+        "test_nll": nll_mean,
         "nll_estimator": f"IS k={eval_samples}",
+        **bounds,
         "active_units": sum(units),
         "active_units_per_layer": "+".join(map(str, units)),
         "eval_seconds": time.perf_counter() - start,

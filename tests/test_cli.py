@@ -28,6 +28,10 @@ def test_run_writes_csv_and_markdown_with_the_expected_columns(tmp_path):
                    "torch_version", "git_commit", "binarization"]:
         assert column in rows.columns, column
     assert (rows["nll_estimator"] == "IS k=8").all()
+    # bounds at k = 1, 5 computed; k = 8 is the NLL itself; k >= 50 exceed eval-samples
+    assert rows["test_iw_bound_k1"].notna().all() and rows["test_iw_bound_k5"].notna().all()
+    assert rows["test_iw_bound_k50"].isna().all() and rows["test_iw_bound_k5000"].isna().all()
+    assert (rows["test_iw_bound_k1"] > rows["test_nll"]).all()
     assert (rows["test_nll"] > 0).all() and (rows["epochs"] == 1).all()
     markdown = (tmp_path / "digits" / "quick" / "results.md").read_text()
     assert "| iwae" in markdown and "test_nll" in markdown

@@ -1,7 +1,7 @@
 """Shared test helpers: devices, dtypes, tolerances, inputs of the IWAE ops, poisoning.
 
 Shapes use k (samples per example), B (batch), D (data dimension) and Z
-(latent dimension), as in genvar_bench/ops.py.
+(latent dimension), as in genvar_bench/ops/.
 """
 import zlib
 from dataclasses import dataclass, fields

@@ -1,5 +1,5 @@
 """Tests of the fused IWAE ops (torch.ops.genvar.*) against their pure-PyTorch
-references in genvar_bench/ops.py, which are the specification.
+references in genvar_bench/ops/, which are the specification.
 
 Shapes are (k, B, D, Z): samples per example, batch, data and latent dimension.
 """

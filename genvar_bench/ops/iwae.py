@@ -1,18 +1,13 @@
-"""The `genvar` ops: pure-PyTorch references (the specification), and the
-fake kernels and autograd formulas that make the compiled ops work under
-autograd and `torch.compile(fullgraph=True)`.
+"""The IWAE ops: `genvar::iwae_log_weights` and `genvar::iwae_bound`.
 
 Shapes use k (samples per example), B (batch), D (data dimension) and
 Z (latent dimension).
 """
 import math
-from types import SimpleNamespace
 
 import torch
 
-from genvar_bench._extension import extension_available, require_extension
-
-BACKENDS = ("fused", "reference")
+from genvar_bench._extension import extension_available
 
 
 def iwae_log_weights_ref(logits, x, z, mu, logvar):
@@ -45,20 +40,6 @@ def iwae_bound_ref(log_weights):
     bound = torch.log(total) + shift - math.log(num_samples)
     weights = torch.where(total == 0, torch.zeros_like(shifted), shifted / total)
     return bound, weights
-
-
-REFERENCE = SimpleNamespace(iwae_log_weights=iwae_log_weights_ref, iwae_bound=iwae_bound_ref)
-
-
-def get_ops(backend: str) -> SimpleNamespace:
-    """The op set of a backend: `fused` (the compiled library) or `reference`."""
-    if backend == "reference":
-        return REFERENCE
-    if backend != "fused":
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    require_extension()
-    return SimpleNamespace(iwae_log_weights=fused_iwae_log_weights,
-                           iwae_bound=torch.ops.genvar.iwae_bound)
 
 
 def fused_iwae_log_weights(logits, x, z, mu, logvar):

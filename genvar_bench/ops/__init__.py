@@ -1,0 +1,37 @@
+"""The `genvar` ops: pure-PyTorch references (the specification), and the
+fake kernels and autograd formulas that make the compiled ops work under
+autograd and `torch.compile(fullgraph=True)`. One module per op family.
+
+`get_ops(backend)` gives a method its op set: every op under the same name
+in both backends, so a method is written once and runs on either.
+"""
+from types import SimpleNamespace
+
+import torch
+
+from genvar_bench._extension import require_extension
+from genvar_bench.ops.iwae import fused_iwae_log_weights, iwae_bound_ref, iwae_log_weights_ref
+
+BACKENDS = ("fused", "reference")
+
+REFERENCE = SimpleNamespace(
+    iwae_log_weights=iwae_log_weights_ref,
+    iwae_bound=iwae_bound_ref,
+)
+
+
+def get_ops(backend: str) -> SimpleNamespace:
+    """The op set of a backend: `fused` (the compiled library) or `reference`."""
+    if backend == "reference":
+        return REFERENCE
+    if backend != "fused":
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    require_extension()
+    return SimpleNamespace(
+        iwae_log_weights=fused_iwae_log_weights,
+        iwae_bound=torch.ops.genvar.iwae_bound,
+    )
+
+
+__all__ = ["BACKENDS", "REFERENCE", "get_ops", "fused_iwae_log_weights", "iwae_bound_ref",
+           "iwae_log_weights_ref"]

@@ -11,12 +11,16 @@ import torch
 
 from genvar_bench._extension import require_extension
 from genvar_bench.ops.iwae import fused_iwae_log_weights, iwae_bound_ref, iwae_log_weights_ref
+from genvar_bench.ops.mixture import mixture_log_density_ref
+from genvar_bench.ops.sbn import sbn_log_weights_ref
 
 BACKENDS = ("fused", "reference")
 
 REFERENCE = SimpleNamespace(
     iwae_log_weights=iwae_log_weights_ref,
     iwae_bound=iwae_bound_ref,
+    sbn_log_weights=sbn_log_weights_ref,
+    mixture_log_density=mixture_log_density_ref,
 )
 
 
@@ -30,8 +34,11 @@ def get_ops(backend: str) -> SimpleNamespace:
     return SimpleNamespace(
         iwae_log_weights=fused_iwae_log_weights,
         iwae_bound=torch.ops.genvar.iwae_bound,
+        # TODO(fused): replaced by the compiled ops as they land
+        sbn_log_weights=sbn_log_weights_ref,
+        mixture_log_density=mixture_log_density_ref,
     )
 
 
 __all__ = ["BACKENDS", "REFERENCE", "get_ops", "fused_iwae_log_weights", "iwae_bound_ref",
-           "iwae_log_weights_ref"]
+           "iwae_log_weights_ref", "mixture_log_density_ref", "sbn_log_weights_ref"]

@@ -12,12 +12,17 @@ def mixture_log_density_ref(z, centers, scale: float):
     """log (1/N) sum_n N(z_m; centers_n, scale^2 I) for every row z_m.
 
     z [M, Z], centers [N, Z], scale > 0 (one standard deviation shared by every
-    component and dimension). Returns [M]. Computed from exact squared distances,
-    so it holds [M, N] at once: the specification, not the fast path.
+    component and dimension). Returns [M]. Computed from exact squared distances
+    (differences, not the expanded ||z||^2 - 2 z.c + ||c||^2), in row chunks that
+    keep about 2^24 differences at once: the specification, not the fast path.
     """
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
     num_components, dim = centers.shape
-    squared = ((z[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
     log_norm = math.log(num_components) + 0.5 * dim * math.log(2 * math.pi * scale**2)
-    return torch.logsumexp(-0.5 * squared / scale**2, dim=1) - log_norm
+    rows = max(1, 2**24 // max(1, num_components * dim))
+    chunks = []
+    for start in range(0, z.shape[0], rows):
+        squared = ((z[start:start + rows, None, :] - centers[None, :, :]) ** 2).sum(-1)
+        chunks.append(torch.logsumexp(-0.5 * squared / scale**2, dim=1) - log_norm)
+    return torch.cat(chunks) if chunks else z.new_empty(0)

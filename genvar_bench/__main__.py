@@ -8,6 +8,7 @@ import sys
 import torch
 
 from genvar_bench import data as datasets
+from genvar_bench.methods.rws import LATENTS, Q_UPDATES
 from genvar_bench.ops import BACKENDS
 from genvar_bench.profiles import PROFILES, get_profile
 
@@ -48,7 +49,65 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-samples", type=int, default=None,
                      help="importance samples of the test NLL (default: the profile's, 5000)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    options = run.add_argument_group(
+        "method options", "each applies to the methods that have it; comma lists run every value")
+    options.add_argument("--q-update", dest="q_update", type=_choice_list("q_update", Q_UPDATES),
+                         help="rws: how q learns: wake, sleep or mix (default wake)")
+    options.add_argument("--latent", type=_choice_list("latent", LATENTS),
+                         help="rws: gaussian (the IWAE models) or binary (a 200-unit SBN); "
+                              "default gaussian")
+    options.add_argument("--noise", type=_float_list,
+                         help="dae: standard deviation of the code noise (default 0.1)")
     return parser
+
+
+OPTION_NAMES = ("q_update", "latent", "noise")
+
+
+def _choice_list(name: str, choices: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        values = _name_list(text)
+        bad = [value for value in values if value not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be among {', '.join(choices)}, got {text!r}")
+        return values
+    return parse
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    if not values or not all(0 < value < float("inf") for value in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def build_configs(args, profile) -> list:
+    """Every (method, options, k, layers) asked for, each option only where the method
+    has it; an option no chosen method has is an error."""
+    from genvar_bench.core import METHODS, method_options
+    from genvar_bench.runner import RunConfig
+
+    given = {name: getattr(args, name) for name in OPTION_NAMES if getattr(args, name) is not None}
+    accepted = {name: method_options(name) for name in args.method}
+    unused = [name for name in given if not any(name in options for options in accepted.values())]
+    if unused:
+        sys.exit(f"error: --{unused[0].replace('_', '-')} applies to none of the methods "
+                 f"{', '.join(args.method)}")
+    configs = []
+    for method in args.method:
+        defaults = accepted[method]
+        names = sorted(defaults)
+        sample_counts = args.k or getattr(METHODS[method], "default_num_samples", None) \
+            or profile.num_samples
+        for values in itertools.product(*(given.get(name, [defaults[name]]) for name in names)):
+            for k, layers in itertools.product(sample_counts, args.layers):
+                configs.append(RunConfig(method, k, layers, args.seed, args.device, args.backend,
+                                         tuple(zip(names, values))))
+    return configs
 
 
 def _check_device(device: str, backend: str) -> None:
@@ -67,9 +126,8 @@ def _check_device(device: str, backend: str) -> None:
 
 
 def command_run(args) -> int:
-    from genvar_bench.results import update_results
+    from genvar_bench.results import table_dir, update_results
     from genvar_bench import runner
-    from genvar_bench.runner import RunConfig
 
     profile = get_profile(args.profile)
     if args.epochs is not None:
@@ -82,18 +140,18 @@ def command_run(args) -> int:
     unknown = [name for name in args.method if name not in METHODS]
     if unknown:
         sys.exit(f"error: unknown method {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
+    configs = build_configs(args, profile)
     dataset = datasets.load_dataset(args.dataset or profile.dataset, args.data_dir)
-    configs = [RunConfig(method, k, layers, args.seed, args.device, args.backend)
-               for method, k, layers in itertools.product(args.method, args.k or profile.num_samples,
-                                                          args.layers)]
     runner.git_commit()  # read before training: later commits must not relabel these rows
     done = 0
     try:
         for config in configs:
-            print(f"[{done + 1}/{len(configs)}] {config.method} k={config.num_samples} "
-                  f"layers={config.layers} on {dataset.name} ({args.device}, {args.backend})",
-                  file=sys.stderr, flush=True)
-            row = runner.run_one(config, dataset, profile, show_progress=not args.no_progress)
+            print(f"[{done + 1}/{len(configs)}] {config.label} on {dataset.name} "
+                  f"({args.device}, {args.backend})", file=sys.stderr, flush=True)
+            samples_path = (table_dir(args.out, dataset.name, profile.name) / "samples"
+                            / f"{config.file_stem}.png")
+            row = runner.run_one(config, dataset, profile, show_progress=not args.no_progress,
+                                 samples_path=samples_path)
             path = update_results(args.out, dataset.name, profile.name, [row])
             done += 1
             print(f"    test NLL {row['test_nll']:.2f}  test bound {row['test_bound']:.2f}  "

@@ -37,6 +37,8 @@ class Method(nn.Module, abc.ABC):
     """
 
     name: ClassVar[str]
+    # Sample counts `run` trains when none are given; None: the profile's.
+    default_num_samples: ClassVar[tuple[int, ...] | None] = None
 
     def __init__(self, inference: InferenceModel, generative: GenerativeModel,
                  num_samples: int, backend: str):
@@ -63,6 +65,10 @@ class Method(nn.Module, abc.ABC):
         of KL(q || p) up to the constant E_D[log D(x)]."""
         return self.bound(x).mean()
 
+    def prepare_scoring(self, train_data: torch.Tensor) -> None:
+        """Called once after training, before any bound is scored: a method whose
+        p depends on the training set (the DAE's prior) fixes it here."""
+
     def importance_bound(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
         """[B] -log (1/k) sum_i w_i with k = num_samples: the bound of the resampled
         q_p^k. With k = 1 it is the negative ELBO; it tightens as k grows."""
@@ -74,7 +80,9 @@ METHODS: dict[str, Callable[..., Method]] = {}
 
 
 def register(name: str):
-    """Class decorator: adds a method to the registry under `name`."""
+    """Decorator of a Method subclass, or of a function building one: adds it to the
+    registry under `name`. Keyword parameters beyond data_dim, layers, num_samples
+    and backend are the method's options (see `method_options`)."""
     def decorate(cls):
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice")
@@ -91,3 +99,17 @@ def build_method(name: str, **config) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
     return METHODS[name](**config)
+
+
+STANDARD_PARAMETERS = ("self", "data_dim", "layers", "num_samples", "backend")
+
+
+def method_options(name: str) -> dict[str, object]:
+    """{option: default} of a registered method, e.g. rws: {q_update: wake, latent: gaussian}."""
+    import inspect
+
+    import genvar_bench.methods  # noqa: F401
+
+    return {parameter.name: parameter.default
+            for parameter in inspect.signature(METHODS[name]).parameters.values()
+            if parameter.name not in STANDARD_PARAMETERS}

@@ -55,6 +55,19 @@ def mean_bound(model, x: torch.Tensor, batch_size: int = 1000) -> float:
 
 
 @torch.no_grad()
+def mean_bound_terms(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    """Means over x of the terms of the model's one-sample bound (`model.bound_terms`,
+    e.g. reconstruction and KL, which sum to the negative ELBO); {} when it has none."""
+    if not hasattr(model, "bound_terms"):
+        return {}
+    totals: dict[str, float] = {}
+    for rows in _batches(x.shape[0], batch_size):
+        for name, values in model.bound_terms(x[rows]).items():
+            totals[name] = totals.get(name, 0.0) + values.double().sum().item()
+    return {name: total / max(1, x.shape[0]) for name, total in totals.items()}
+
+
+@torch.no_grad()
 def active_units(model, x: torch.Tensor, threshold: float = 1e-2,
                  num_samples: int = 100, batch_size: int = 500) -> list[int]:
     """Active latent units per stochastic layer (Burda et al. 2016, section 5.2).

@@ -1,6 +1,6 @@
 """The results table: one CSV (and a Markdown rendering) per dataset and profile.
 
-Rows are keyed by (method, k, layers, seed, device, backend); a new run adds
+Rows are keyed by (method, variant, k, layers, seed, device, backend); a new run adds
 or replaces its rows and keeps the others. Files are written to a temporary
 name and renamed, so an interrupted run never leaves a half-written table.
 """
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-KEY = ["method", "k", "layers", "seed", "device", "backend"]
+KEY = ["method", "variant", "k", "layers", "seed", "device", "backend"]
 
 # Columns of the Markdown summary, in order.
-SUMMARY_COLUMNS = ["method", "k", "layers", "seed", "device", "backend", "train_bound",
-                   "test_bound", "test_nll", "nll_estimator", "active_units",
+SUMMARY_COLUMNS = ["method", "variant", "k", "layers", "seed", "device", "backend", "train_bound",
+                   "test_bound", "test_reconstruction", "test_kl", "test_nll", "nll_estimator", "active_units",
                    "train_examples_per_s", "eval_seconds", "epochs", "parameters"]
 
 
@@ -26,7 +26,12 @@ def table_dir(out_dir: str | os.PathLike, dataset: str, profile: str) -> Path:
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
-    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+    if not path.exists():
+        return pd.DataFrame()
+    table = pd.read_csv(path, dtype={"variant": str})
+    # "" (no options) reads back as NaN; tables from before the column had no options.
+    table["variant"] = table["variant"].fillna("") if "variant" in table else ""
+    return table
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -56,7 +61,7 @@ def merge_rows(existing: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
 def to_markdown(table: pd.DataFrame, title: str) -> str:
     columns = [column for column in SUMMARY_COLUMNS if column in table.columns]
     shown = table[columns].copy()
-    for column in ("train_bound", "test_bound", "test_nll"):
+    for column in ("train_bound", "test_bound", "test_reconstruction", "test_kl", "test_nll"):
         if column in shown:
             shown[column] = shown[column].map(lambda value: f"{value:.2f}")
     for column in ("train_examples_per_s", "eval_seconds"):

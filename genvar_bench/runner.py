@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import math
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,6 +27,24 @@ class RunConfig:
     seed: int
     device: str
     backend: str
+    # The method's options as sorted (name, value) pairs, defaults included.
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def variant(self) -> str:
+        """The options as text, e.g. "latent=binary,q_update=wake"; "" when none."""
+        return ",".join(f"{name}={value}" for name, value in self.options)
+
+    @property
+    def label(self) -> str:
+        variant = f" [{self.variant}]" if self.options else ""
+        return f"{self.method}{variant} k={self.num_samples} L={self.layers}"
+
+    @property
+    def file_stem(self) -> str:
+        variant = "".join(f"-{value}" for _, value in self.options)
+        return (f"{self.method}{variant}-k{self.num_samples}-L{self.layers}-s{self.seed}"
+                f"-{self.device.replace(':', '')}-{self.backend}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,30 +93,44 @@ def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
     nll_mean = nll.double().mean().item()
     bounds = importance_bounds(method, test_x, eval_samples, nll_mean)
     units = estimators.active_units(method, test_x)
+    terms = estimators.mean_bound_terms(method, test_x)
     return {
         "train_bound": estimators.mean_bound(method, train_x),
         "test_bound": estimators.mean_bound(method, test_x),
         "test_nll": nll_mean,
         "nll_estimator": f"IS k={eval_samples}",
         **bounds,
+        **{f"test_{name}": value for name, value in terms.items()},
         "active_units": sum(units),
         "active_units_per_layer": "+".join(map(str, units)),
         "eval_seconds": time.perf_counter() - start,
     }
 
 
-def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: bool = True) -> dict:
-    """Trains `config` on `data` under `profile` and returns its results row."""
+# Samples drawn from each trained model for the grid saved beside the results.
+GRID_SAMPLES = 100
+
+
+def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: bool = True,
+            samples_path: Path | None = None) -> dict:
+    """Trains `config` on `data` under `profile` and returns its results row; with
+    `samples_path`, saves a PNG grid of samples from the trained model there."""
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     method = build_method(config.method, data_dim=data.data_dim, layers=config.layers,
-                          num_samples=config.num_samples, backend=config.backend).to(device)
-    label = f"{config.method} k={config.num_samples} L={config.layers}"
-    stats = train(method, data.train.to(device), profile, config.seed, show_progress, label)
+                          num_samples=config.num_samples, backend=config.backend,
+                          **dict(config.options)).to(device)
+    train_x = data.train.to(device)
+    stats = train(method, train_x, profile, config.seed, show_progress, config.label)
+    method.eval()
+    method.prepare_scoring(train_x)
     torch.manual_seed(config.seed + 1)
     scores = evaluate(method, data, device, profile.eval_samples, show_progress)
+    if samples_path is not None:
+        save_sample_grid(method.sample(GRID_SAMPLES), data.image_shape, samples_path)
     return {
         "dataset": data.name, "profile": profile.name, "method": config.method,
+        "variant": config.variant,
         "k": config.num_samples, "layers": config.layers, "seed": config.seed,
         "device": device.type, "backend": config.backend, **scores,
         "train_examples_per_s": stats.examples_per_second, "train_seconds": stats.seconds,
@@ -121,3 +154,24 @@ def _device_name(device: torch.device) -> str:
         pass
     import platform
     return platform.processor() or "cpu"
+
+
+def save_sample_grid(images: torch.Tensor, image_shape: tuple[int, int], path: Path) -> None:
+    """Tiles [n, H*W] Bernoulli means in [0, 1] into a square grid, written as a
+    greyscale PNG (black = 1); written to a temporary name, then renamed."""
+    import os
+
+    import matplotlib.image
+
+    count = images.shape[0]
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    height, width = image_shape
+    canvas = torch.ones(rows * (height + 1) + 1, columns * (width + 1) + 1)
+    for index, image in enumerate(images.detach().float().cpu()):
+        top, left = 1 + (index // columns) * (height + 1), 1 + (index % columns) * (width + 1)
+        canvas[top:top + height, left:left + width] = 1 - image.reshape(height, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    matplotlib.image.imsave(temporary, canvas.numpy(), cmap="gray", vmin=0, vmax=1)
+    os.replace(temporary, path)

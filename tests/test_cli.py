@@ -96,3 +96,41 @@ def test_module_entry_point_runs(tmp_path):
                              "--k", "1", "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "test NLL" in result.stderr
+
+
+def test_rws_and_dae_rows_carry_their_options_and_sample_grids(tmp_path):
+    assert run(tmp_path, "--method", "rws,dae", "--latent", "gaussian,binary",
+               "--q-update", "mix", "--noise", "0.2") == 0
+    rows = table(tmp_path).set_index("variant")
+    assert sorted(rows.index) == ["latent=binary,q_update=mix", "latent=gaussian,q_update=mix",
+                                  "noise=0.2"]
+    assert (rows.loc[rows["method"] == "rws", "k"] == 5).all(), "rws trains at k = 5 by default"
+    assert rows.loc["noise=0.2", "k"] == 1
+    terms = rows["test_reconstruction"] + rows["test_kl"]
+    assert ((terms - rows["test_iw_bound_k1"]).abs() < 3).all(), "both are one-sample bounds"
+    assert (rows["test_reconstruction"] > 0).all()
+    grids = sorted(path.name for path in (tmp_path / "digits" / "quick" / "samples").iterdir())
+    assert grids == ["dae-0.2-k1-L1-s0-cpu-fused.png", "rws-binary-mix-k5-L1-s0-cpu-fused.png",
+                     "rws-gaussian-mix-k5-L1-s0-cpu-fused.png"]
+    import matplotlib.image
+    image = matplotlib.image.imread(tmp_path / "digits" / "quick" / "samples" / grids[0])
+    assert image.shape[0] > 8 * 10 and image.std() > 0.05
+
+
+def test_an_option_no_chosen_method_has_is_an_error(tmp_path):
+    with pytest.raises(SystemExit, match="--noise applies to none of the methods vae"):
+        run(tmp_path, "--method", "vae", "--noise", "0.3")
+    with pytest.raises(SystemExit) as error:
+        run(tmp_path, "--method", "rws", "--q-update", "dream")
+    assert error.value.code == 2
+
+
+def test_tables_written_before_the_variant_column_still_merge(tmp_path):
+    run(tmp_path, "--method", "vae", "--k", "1")
+    path = tmp_path / "digits" / "quick" / "results.csv"
+    old = pd.read_csv(path).drop(columns=["variant"])
+    old.to_csv(path, index=False)
+    run(tmp_path, "--method", "vae", "--k", "1")
+    run(tmp_path, "--method", "dae")
+    rows = table(tmp_path)
+    assert len(rows) == 2 and sorted(rows["method"]) == ["dae", "vae"]

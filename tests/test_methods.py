@@ -8,10 +8,23 @@ from genvar_bench.profiles import get_profile
 from genvar_bench.train import train
 
 
-def make(name, layers=1, num_samples=5, backend="fused", data_dim=64, seed=0):
+def make(name, layers=1, num_samples=5, backend="fused", data_dim=64, seed=0, **options):
     torch.manual_seed(seed)
     return build_method(name, data_dim=data_dim, layers=layers, num_samples=num_samples,
-                        backend=backend)
+                        backend=backend, **options)
+
+
+# Every registered method and variant, with the layer counts it supports.
+VARIANTS = [
+    ("vae", {}, [1, 2]), ("iwae", {}, [1, 2]),
+    ("rws", {"latent": "gaussian", "q_update": "wake"}, [1, 2]),
+    ("rws", {"latent": "gaussian", "q_update": "mix"}, [1]),
+    ("rws", {"latent": "binary", "q_update": "wake"}, [1]),
+    ("rws", {"latent": "binary", "q_update": "sleep"}, [1]),
+    ("dae", {}, [1]),
+]
+CASES = [pytest.param(name, options, layers, id=f"{name}-{'-'.join(map(str, options.values()))}-L{layers}")
+         for name, options, all_layers in VARIANTS for layers in all_layers]
 
 
 def binary_batch(batch=16, data_dim=64, seed=1):
@@ -21,7 +34,7 @@ def binary_batch(batch=16, data_dim=64, seed=1):
 
 def test_registry_lists_the_methods_and_rejects_unknown_names():
     make("vae")
-    assert {"vae", "iwae"} <= set(METHODS)
+    assert {"vae", "iwae", "rws", "dae"} <= set(METHODS)
     with pytest.raises(ValueError, match="unknown method 'nope'.*iwae"):
         build_method("nope", data_dim=4)
 
@@ -57,11 +70,11 @@ def test_iwae_bound_is_tighter_than_the_vae_bound_on_the_same_samples(layers):
     assert torch.all(importance <= elbo + 1e-5)
 
 
-@pytest.mark.parametrize("name", ["vae", "iwae"])
-@pytest.mark.parametrize("layers", [1, 2])
-def test_fused_and_reference_backends_agree_with_gradients(name, layers):
+@pytest.mark.parametrize("name, options, layers", CASES)
+def test_fused_and_reference_backends_agree_with_gradients(name, options, layers):
     x = binary_batch()
-    fused, reference = make(name, layers, 5, "fused"), make(name, layers, 5, "reference")
+    fused = make(name, layers, 5, "fused", **options)
+    reference = make(name, layers, 5, "reference", **options)
     reference.load_state_dict(fused.state_dict())
     losses = []
     for model in (fused, reference):
@@ -76,16 +89,24 @@ def test_fused_and_reference_backends_agree_with_gradients(name, layers):
                                    msg=lambda text: f"{name_f}: {text}")
 
 
-def test_training_lowers_the_bound_on_digits():
+@pytest.mark.parametrize("name, options, layers", [case for case in CASES if case.values[2] == 1])
+def test_training_lowers_the_bound_on_digits(name, options, layers):
     data = load_dataset("digits")
-    model = make("iwae", 1, 5)
+    model = make(name, layers, 5, data_dim=data.data_dim, **options)
     profile = get_profile("quick").scaled(3)
-    before = model.bound(data.valid).mean().item()
+    model.prepare_scoring(data.train)
+    torch.manual_seed(0)
+    before = model.importance_bound(data.valid, 5).mean().item()
     stats = train(model, data.train, profile, seed=0, show_progress=False)
-    after = model.bound(data.valid).mean().item()
+    model.prepare_scoring(data.train)
+    torch.manual_seed(0)
+    after = model.importance_bound(data.valid, 5).mean().item()
     assert stats.epochs == 3 and stats.examples == 3 * data.train.shape[0]
     assert after < before - 5, (before, after)
     assert [epoch for epoch, _, _ in stats.history] == [1, 2, 3]
+    samples = model.sample(7)
+    assert samples.shape == (7, data.data_dim)
+    assert samples.min() >= 0 and samples.max() <= 1
 
 
 def test_profile_scaling_keeps_the_schedule_order():

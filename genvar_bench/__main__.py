@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="rws: gaussian (the IWAE models) or binary (a 200-unit SBN); "
                               "default gaussian")
     options.add_argument("--noise", type=_float_list,
-                         help="dae: standard deviation of the code noise (default 0.1)")
+                         help="dae: standard deviation of the code noise (default 0.8; codes lie in [-1, 1])")
     return parser
 
 

@@ -167,10 +167,14 @@ def save_sample_grid(images: torch.Tensor, image_shape: tuple[int, int], path: P
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     height, width = image_shape
+    scale = max(1, 28 // height)  # small images (8 x 8 digits) are enlarged, pixels kept square
+    images = images.detach().float().cpu().reshape(count, height, width)
+    images = images.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    height, width = height * scale, width * scale
     canvas = torch.ones(rows * (height + 1) + 1, columns * (width + 1) + 1)
-    for index, image in enumerate(images.detach().float().cpu()):
+    for index, image in enumerate(images):
         top, left = 1 + (index // columns) * (height + 1), 1 + (index % columns) * (width + 1)
-        canvas[top:top + height, left:left + width] = 1 - image.reshape(height, width)
+        canvas[top:top + height, left:left + width] = 1 - image
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp.png")
     matplotlib.image.imsave(temporary, canvas.numpy(), cmap="gray", vmin=0, vmax=1)

@@ -43,7 +43,7 @@ class DenoisingAutoencoder(GaussianLatentMethod):
     default_num_samples = (1,)
 
     def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 1,
-                 backend: str = "fused", noise: float = 0.1):
+                 backend: str = "fused", noise: float = 0.8):
         if layers != 1:
             raise ValueError(f"the denoising autoencoder has 1 latent layer, got layers={layers}")
         if not (math.isfinite(noise) and noise > 0):

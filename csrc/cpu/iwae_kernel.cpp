@@ -1,6 +1,6 @@
 // CPU kernels of the IWAE ops: OpenMP over rows, SIMD inside a row.
 #include "../ops/iwae.h"
-#include "fast_math.h"
+#include "bernoulli_rows.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -13,77 +13,6 @@
 
 namespace genvar::cpu {
 namespace {
-
-// Rows of at least this many elements each make a parallel task worth it.
-constexpr int64_t kGrainElements = 32768;
-
-int64_t grain_rows(int64_t row_length) {
-  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, row_length));
-}
-
-// sum_d x_d * l_d - softplus(l_d): the Bernoulli log-likelihood of one row.
-template <typename scalar_t>
-GENVAR_INLINE scalar_t bernoulli_row(const scalar_t* logits, const scalar_t* x, int64_t data_dim) {
-  scalar_t total = 0;
-#pragma omp simd reduction(+ : total)
-  for (int64_t d = 0; d < data_dim; ++d) {
-    total += x[d] * logits[d] - Math<scalar_t>::softplus(logits[d]);
-  }
-  return total;
-}
-
-GENVAR_TARGET_CLONES float bernoulli_row_dispatch(const float* logits, const float* x,
-                                                  int64_t data_dim) {
-  return bernoulli_row(logits, x, data_dim);
-}
-double bernoulli_row_dispatch(const double* logits, const double* x, int64_t data_dim) {
-  return bernoulli_row(logits, x, data_dim);
-}
-
-// grad_logits_d = g * (x_d - sigmoid(l_d)) for one row.
-template <typename scalar_t>
-GENVAR_INLINE void bernoulli_row_grad(const scalar_t* logits, const scalar_t* x, scalar_t grad,
-                               scalar_t* grad_logits, int64_t data_dim) {
-#pragma omp simd
-  for (int64_t d = 0; d < data_dim; ++d) {
-    grad_logits[d] = grad * (x[d] - Math<scalar_t>::sigmoid(logits[d]));
-  }
-}
-
-GENVAR_TARGET_CLONES void bernoulli_row_grad_dispatch(const float* logits, const float* x,
-                                                      float grad, float* grad_logits,
-                                                      int64_t data_dim) {
-  bernoulli_row_grad(logits, x, grad, grad_logits, data_dim);
-}
-void bernoulli_row_grad_dispatch(const double* logits, const double* x, double grad,
-                                 double* grad_logits, int64_t data_dim) {
-  bernoulli_row_grad(logits, x, grad, grad_logits, data_dim);
-}
-
-// One pass for training: the row's log-likelihood, and d/dl_d = x_d - sigmoid(l_d)
-// written beside it, sharing one exp per element between the two.
-template <typename scalar_t>
-GENVAR_INLINE scalar_t bernoulli_row_and_grad(const scalar_t* logits, const scalar_t* x,
-                                              scalar_t* dlogits, int64_t data_dim) {
-  scalar_t total = 0;
-#pragma omp simd reduction(+ : total)
-  for (int64_t d = 0; d < data_dim; ++d) {
-    scalar_t softplus, sigmoid;
-    Math<scalar_t>::softplus_sigmoid(logits[d], softplus, sigmoid);
-    total += x[d] * logits[d] - softplus;
-    dlogits[d] = x[d] - sigmoid;
-  }
-  return total;
-}
-
-GENVAR_TARGET_CLONES float bernoulli_row_and_grad_dispatch(const float* logits, const float* x,
-                                                           float* dlogits, int64_t data_dim) {
-  return bernoulli_row_and_grad(logits, x, dlogits, data_dim);
-}
-double bernoulli_row_and_grad_dispatch(const double* logits, const double* x, double* dlogits,
-                                       int64_t data_dim) {
-  return bernoulli_row_and_grad(logits, x, dlogits, data_dim);
-}
 
 // log N(z; 0, 1) - log N(z; mu, exp(logvar)) summed over the latent row;
 // inv_var = exp(-logvar) is computed once per example, not once per sample.
@@ -114,9 +43,8 @@ void log_weights_impl(const scalar_t* logits, const scalar_t* x, const scalar_t*
       const scalar_t* x_row = x + b * data_dim;
       const scalar_t bernoulli =
           dlogits == nullptr
-              ? bernoulli_row_dispatch(logits_row, x_row, data_dim)
-              : bernoulli_row_and_grad_dispatch(logits_row, x_row, dlogits + row * data_dim,
-                                                data_dim);
+              ? bernoulli_row(logits_row, x_row, data_dim)
+              : bernoulli_row_and_grad(logits_row, x_row, dlogits + row * data_dim, data_dim);
       out[row] = bernoulli +
                  gaussian_ratio_row(z + row * sizes.latent_dim, mu + b * sizes.latent_dim,
                                     logvar + b * sizes.latent_dim, inv_var + b * sizes.latent_dim,
@@ -193,19 +121,6 @@ void gaussian_grad_impl(const scalar_t* grad, const scalar_t* z, const scalar_t*
   });
 }
 
-template <typename scalar_t>
-void bernoulli_grad_impl(const scalar_t* grad, const scalar_t* logits, const scalar_t* x,
-                         scalar_t* grad_logits, const IwaeSizes& sizes) {
-  const int64_t rows = sizes.num_samples * sizes.batch;
-  const int64_t data_dim = sizes.data_dim;
-  at::parallel_for(0, rows, grain_rows(data_dim), [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      bernoulli_row_grad_dispatch(logits + row * data_dim, x + (row % sizes.batch) * data_dim,
-                                  grad[row], grad_logits + row * data_dim, data_dim);
-    }
-  });
-}
-
 using GradTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // Fills grad_z, grad_mu and grad_logvar of a result whose grad_logits the caller fills.
@@ -238,27 +153,13 @@ GradTuple iwae_log_weights_backward_cpu(const at::Tensor& grad_log_weights,
   const auto x_c = x.contiguous();
   at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "iwae_log_weights_backward_cpu", [&] {
-    bernoulli_grad_impl<scalar_t>(grad_c.const_data_ptr<scalar_t>(),
+    bernoulli_grad_rows<scalar_t>(grad_c.const_data_ptr<scalar_t>(),
                                   logits_c.const_data_ptr<scalar_t>(),
                                   x_c.const_data_ptr<scalar_t>(),
-                                  grad_logits.mutable_data_ptr<scalar_t>(), sizes);
+                                  grad_logits.mutable_data_ptr<scalar_t>(),
+                                  sizes.num_samples * sizes.batch, sizes.batch, sizes.data_dim);
   });
   return gaussian_grads(grad_c, grad_logits, z, mu, logvar, sizes);
-}
-
-// dlogits[k, b, :] *= g[k, b]: the forward already did the transcendentals.
-template <typename scalar_t>
-void scale_rows_impl(const scalar_t* grad, scalar_t* dlogits, const IwaeSizes& sizes) {
-  const int64_t data_dim = sizes.data_dim;
-  at::parallel_for(0, sizes.num_samples * sizes.batch, grain_rows(data_dim),
-                   [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const scalar_t g = grad[row];
-      scalar_t* values = dlogits + row * data_dim;
-#pragma omp simd
-      for (int64_t d = 0; d < data_dim; ++d) values[d] *= g;
-    }
-  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> iwae_log_weights_and_grad_backward_cpu(
@@ -269,8 +170,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> iwae_log_weights_and_grad_backwar
   TORCH_CHECK(dlogits.is_contiguous(), "dlogits must be contiguous (it is scaled in place)");
   const auto grad_c = grad_log_weights.contiguous();
   AT_DISPATCH_FLOATING_TYPES(dlogits.scalar_type(), "iwae_log_weights_and_grad_backward_cpu", [&] {
-    scale_rows_impl<scalar_t>(grad_c.const_data_ptr<scalar_t>(),
-                              dlogits.mutable_data_ptr<scalar_t>(), sizes);
+    scale_rows<scalar_t>(grad_c.const_data_ptr<scalar_t>(), dlogits.mutable_data_ptr<scalar_t>(),
+                         sizes.num_samples * sizes.batch, sizes.data_dim);
   });
   auto [unused, grad_z, grad_mu, grad_logvar] =
       gaussian_grads(grad_c, dlogits, z, mu, logvar, sizes);

@@ -11,8 +11,8 @@ import torch
 
 from genvar_bench._extension import require_extension
 from genvar_bench.ops.iwae import fused_iwae_log_weights, iwae_bound_ref, iwae_log_weights_ref
-from genvar_bench.ops.mixture import mixture_log_density_ref
-from genvar_bench.ops.sbn import sbn_log_weights_ref
+from genvar_bench.ops.mixture import fused_mixture_log_density, mixture_log_density_ref
+from genvar_bench.ops.sbn import fused_sbn_log_weights, sbn_log_weights_ref
 
 BACKENDS = ("fused", "reference")
 
@@ -34,11 +34,11 @@ def get_ops(backend: str) -> SimpleNamespace:
     return SimpleNamespace(
         iwae_log_weights=fused_iwae_log_weights,
         iwae_bound=torch.ops.genvar.iwae_bound,
-        # TODO(fused): replaced by the compiled ops as they land
-        sbn_log_weights=sbn_log_weights_ref,
-        mixture_log_density=mixture_log_density_ref,
+        sbn_log_weights=fused_sbn_log_weights,
+        mixture_log_density=fused_mixture_log_density,
     )
 
 
-__all__ = ["BACKENDS", "REFERENCE", "get_ops", "fused_iwae_log_weights", "iwae_bound_ref",
-           "iwae_log_weights_ref", "mixture_log_density_ref", "sbn_log_weights_ref"]
+__all__ = ["BACKENDS", "REFERENCE", "get_ops", "fused_iwae_log_weights", "fused_mixture_log_density",
+           "fused_sbn_log_weights", "iwae_bound_ref", "iwae_log_weights_ref",
+           "mixture_log_density_ref", "sbn_log_weights_ref"]

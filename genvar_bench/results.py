@@ -63,7 +63,7 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
     shown = table[columns].copy()
     for column in ("train_bound", "test_bound", "test_reconstruction", "test_kl", "test_nll"):
         if column in shown:
-            shown[column] = shown[column].map(lambda value: f"{value:.2f}")
+            shown[column] = shown[column].map(lambda value: "-" if pd.isna(value) else f"{value:.2f}")
     for column in ("train_examples_per_s", "eval_seconds"):
         if column in shown:
             shown[column] = shown[column].map(lambda value: f"{value:.1f}")

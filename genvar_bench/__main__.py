@@ -8,6 +8,8 @@ import sys
 import torch
 
 from genvar_bench import data as datasets
+from genvar_bench.methods.denoisers import NETWORKS
+from genvar_bench.methods.diffusion import SCHEDULES
 from genvar_bench.methods.rws import LATENTS, Q_UPDATES
 from genvar_bench.ops import BACKENDS
 from genvar_bench.profiles import PROFILES, get_profile
@@ -58,10 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
                               "default gaussian")
     options.add_argument("--noise", type=_float_list,
                          help="dae: standard deviation of the code noise (default 0.8; codes lie in [-1, 1])")
+    options.add_argument("--diffusion-steps", dest="diffusion_steps", type=_int_list,
+                         help="diffusion: number of steps T (default: the profile's, quick 100, else 1000)")
+    options.add_argument("--schedule", type=_choice_list("schedule", SCHEDULES),
+                         help="diffusion: paper (beta_t = 1/(T - t + 1), the default) or linear")
+    options.add_argument("--network", type=_choice_list("network", NETWORKS),
+                         help="diffusion: the reverse network, mlp (default) or conv (square images)")
     return parser
 
 
-OPTION_NAMES = ("q_update", "latent", "noise")
+OPTION_NAMES = ("q_update", "latent", "noise", "diffusion_steps", "schedule", "network")
 
 
 def _choice_list(name: str, choices: tuple[str, ...]):
@@ -99,7 +107,9 @@ def build_configs(args, profile) -> list:
                  f"{', '.join(args.method)}")
     configs = []
     for method in args.method:
-        defaults = accepted[method]
+        defaults = dict(accepted[method])
+        if "diffusion_steps" in defaults:
+            defaults["diffusion_steps"] = profile.diffusion_steps
         names = sorted(defaults)
         sample_counts = args.k or getattr(METHODS[method], "default_num_samples", None) \
             or profile.num_samples
@@ -142,6 +152,12 @@ def command_run(args) -> int:
         sys.exit(f"error: unknown method {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
     configs = build_configs(args, profile)
     dataset = datasets.load_dataset(args.dataset or profile.dataset, args.data_dir)
+    mismatched = sorted({config.method for config in configs
+                         if getattr(METHODS[config.method], "data_kind", "binary") != dataset.kind})
+    if mismatched:
+        sys.exit(f"error: {', '.join(mismatched)} cannot model {dataset.name} ({dataset.kind} data); "
+                 f"datasets by kind: " + "; ".join(
+                     f"{kind}: {', '.join(names)}" for kind, names in datasets.DATASET_KINDS.items()))
     runner.git_commit()  # read before training: later commits must not relabel these rows
     done = 0
     try:
@@ -154,7 +170,8 @@ def command_run(args) -> int:
                                  samples_path=samples_path)
             path = update_results(args.out, dataset.name, profile.name, [row])
             done += 1
-            print(f"    test NLL {row['test_nll']:.2f}  test bound {row['test_bound']:.2f}  "
+            bits = f" ({row['test_bits_per_dim']:.3f} bits/dim)" if "test_bits_per_dim" in row else ""
+            print(f"    test NLL {row['test_nll']:.2f}{bits}  test bound {row['test_bound']:.2f}  "
                   f"-> {path}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {done} of {len(configs)} rows finished and kept", file=sys.stderr)

@@ -39,6 +39,8 @@ class Method(nn.Module, abc.ABC):
     name: ClassVar[str]
     # Sample counts `run` trains when none are given; None: the profile's.
     default_num_samples: ClassVar[tuple[int, ...] | None] = None
+    # The data p models: "binary" or "continuous" (a dataset's `kind`).
+    data_kind: ClassVar[str] = "binary"
 
     def __init__(self, inference: InferenceModel, generative: GenerativeModel,
                  num_samples: int, backend: str):
@@ -68,6 +70,19 @@ class Method(nn.Module, abc.ABC):
     def prepare_scoring(self, train_data: torch.Tensor) -> None:
         """Called once after training, before any bound is scored: a method whose
         p depends on the training set (the DAE's prior) fixes it here."""
+
+    def test_nll(self, x: torch.Tensor, eval_samples: int, progress=None):
+        """(per-example estimate of -log p(x) [N], the estimator's name, and None or
+        the estimate's split into named terms): here importance sampling with
+        eval_samples draws from q, the IWAE paper's test estimator."""
+        from genvar_bench.estimators import importance_nll
+
+        return (importance_nll(self, x, eval_samples, progress=progress),
+                f"IS k={eval_samples}", None)
+
+    def importance_bound_samples(self, num_examples: int, candidates: tuple[int, ...]) -> tuple[int, ...]:
+        """Which of the candidate k the k-sample bound is reported at, over num_examples."""
+        return candidates
 
     def importance_bound(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
         """[B] -log (1/k) sum_i w_i with k = num_samples: the bound of the resampled

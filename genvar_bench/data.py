@@ -1,6 +1,7 @@
-"""Datasets of the benchmark: binarized MNIST (28x28) and scikit-learn digits (8x8).
+"""Datasets of the benchmark: binarized MNIST (28x28) and scikit-learn digits (8x8),
+and two continuous ones for Gaussian diffusion: grey-level digits and the 2-D swiss roll.
 
-Every split is a float32 tensor [N, D] of 0.0/1.0. MNIST is the fixed binarization
+Every binary split is a float32 tensor [N, D] of 0.0/1.0. MNIST is the fixed binarization
 of Larochelle & Murray (2011), stored as ``binarized_mnist.npz`` (rows packed with
 ``np.packbits(axis=1)``); where no copy is found it is downloaded as the canonical
 ``.amat`` text files, converted and verified against hard-coded digests.
@@ -21,7 +22,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
-DATASETS = ("mnist", "digits")
+DATASET_KINDS = {"binary": ("mnist", "digits"), "continuous": ("digits-grey", "swissroll")}
+DATASETS = DATASET_KINDS["binary"] + DATASET_KINDS["continuous"]
 SPLITS = ("train", "valid", "test")
 
 MNIST_FILENAME = "binarized_mnist.npz"
@@ -38,6 +40,8 @@ MNIST_SHA256 = {
 
 DIGITS_SPLIT_SIZES = {"train": 1197, "valid": 300, "test": 300}
 DIGITS_THRESHOLD = 8  # sklearn digits pixels are 0..16
+DIGITS_LEVELS = 17
+SWISSROLL_SPLIT_SIZES = {"train": 10_000, "valid": 2_000, "test": 2_000}
 _PROGRESS_MIN_BYTES = 1 << 20
 
 
@@ -51,14 +55,24 @@ class DatasetIntegrityError(RuntimeError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Binary train/valid/test splits; the in-process cache shares the tensors: never modify them."""
+    """Train/valid/test splits; the in-process cache shares the tensors: never modify them.
+
+    kind is "binary" (0/1 pixels) or "continuous". Continuous data made from
+    discrete levels were dequantized (uniform noise within each level, then
+    scaled); `level_log_width` is the log of one level's width in the stored
+    units, so that NLL - D * level_log_width of a density model bounds the discrete
+    data's -log P (None where the data have no levels: the swiss roll)."""
 
     name: str
     train: torch.Tensor
     valid: torch.Tensor
     test: torch.Tensor
-    image_shape: tuple[int, int]
+    image_shape: tuple[int, int] | None
     binarization: str
+    kind: str = "binary"
+    # (low, high) of the stored values, mapped to white and black in image grids
+    value_range: tuple[float, float] = (0.0, 1.0)
+    level_log_width: float | None = None
 
     @property
     def data_dim(self) -> int:
@@ -66,13 +80,17 @@ class Dataset:
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a dataset by name ("mnist" or "digits"); results are cached in-process."""
+    """Load a dataset by name (one of DATASETS); results are cached in-process."""
     if name == "mnist":
         path = resolve_mnist_file(data_dir)
         stat = path.stat()  # a replaced file gets a new cache entry
         return _load_mnist_cached(str(path), stat.st_mtime_ns, stat.st_size)
     if name == "digits":
         return _load_digits_cached()
+    if name == "digits-grey":
+        return _load_digits_grey_cached()
+    if name == "swissroll":
+        return _load_swissroll_cached()
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
 
 
@@ -253,3 +271,34 @@ def _load_digits_cached() -> Dataset:
     binary = (load_digits().data >= DIGITS_THRESHOLD).astype(np.float32)
     splits = {split: torch.from_numpy(binary[rows]) for split, rows in digits_split_indices().items()}
     return Dataset("digits", **splits, image_shape=(8, 8), binarization="threshold 8/16, fixed")
+
+
+@functools.lru_cache(maxsize=1)
+def _load_digits_grey_cached() -> Dataset:
+    """sklearn digits' 17 grey levels, dequantized once with a fixed seed:
+    y = 2 (level + u) / 17 - 1 in [-1, 1], u ~ U[0, 1) per pixel."""
+    from sklearn.datasets import load_digits
+
+    levels = load_digits().data.astype(np.float64)
+    noise = np.random.default_rng(1).random(levels.shape)
+    values = (2 * (levels + noise) / DIGITS_LEVELS - 1).astype(np.float32)
+    splits = {split: torch.from_numpy(values[rows]) for split, rows in digits_split_indices().items()}
+    return Dataset("digits-grey", **splits, image_shape=(8, 8),
+                   binarization="none: 17 grey levels, dequantized (seed 1), scaled to [-1, 1]",
+                   kind="continuous", value_range=(-1.0, 1.0),
+                   level_log_width=float(np.log(2 / DIGITS_LEVELS)))
+
+
+@functools.lru_cache(maxsize=1)
+def _load_swissroll_cached() -> Dataset:
+    """The 2-D swiss roll of Sohl-Dickstein et al. (2015): sklearn's make_swiss_roll
+    (noise 0.5), coordinates (x, z) divided by 10 (about unit scale), fixed seed."""
+    from sklearn.datasets import make_swiss_roll
+
+    total = sum(SWISSROLL_SPLIT_SIZES.values())
+    points, _ = make_swiss_roll(total, noise=0.5, random_state=0)
+    values = torch.from_numpy((points[:, [0, 2]] / 10).astype(np.float32))
+    bounds = np.cumsum([SWISSROLL_SPLIT_SIZES[split] for split in SPLITS])[:-1]
+    splits = dict(zip(SPLITS, torch.tensor_split(values, tuple(bounds))))
+    return Dataset("swissroll", **splits, image_shape=None, binarization="none: continuous 2-D",
+                   kind="continuous", value_range=(-1.5, 1.5))

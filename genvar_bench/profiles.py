@@ -24,6 +24,8 @@ class Profile:
     batch_size: int = 20
     eval_samples: int = 5000
     adam_eps: float = 1e-4
+    # T of the diffusion models (the paper's 1000; fewer for quick runs)
+    diffusion_steps: int = 1000
 
     @property
     def epochs(self) -> int:
@@ -42,12 +44,12 @@ class Profile:
         if left:
             stages[-1] = (stages[-1][0] + left, stages[-1][1])
         return Profile(self.name, self.dataset, self.num_samples, tuple(stages),
-                       self.batch_size, self.eval_samples, self.adam_eps)
+                       self.batch_size, self.eval_samples, self.adam_eps, self.diffusion_steps)
 
 
 PROFILES = {
     # digits, in a few minutes on a 2-core CPU: the first 5 paper stages (121 epochs)
-    "quick": Profile("quick", "digits", (1, 5), paper_stages(5)),
+    "quick": Profile("quick", "digits", (1, 5), paper_stages(5), diffusion_steps=100),
     # MNIST for tens of epochs: the first 4 paper stages (40 epochs)
     "standard": Profile("standard", "mnist", (1, 5, 50), paper_stages(4)),
     # the full 3280-pass schedule of the IWAE paper; meant for a GPU

@@ -67,44 +67,60 @@ def git_commit() -> str:
 BOUND_SAMPLES = (1, 5, 50, 500, 5000)
 
 
-def importance_bounds(method, test_x: torch.Tensor, eval_samples: int, nll_mean: float) -> dict:
-    """{'test_iw_bound_k<k>': mean -log (1/k) sum_i w_i} for k up to eval_samples; the
-    k = eval_samples entry is the NLL estimate itself, larger k are left out (NaN)."""
+def importance_bounds(method, test_x: torch.Tensor, eval_samples: int, nll_mean: float,
+                      nll_is_importance: bool) -> dict:
+    """{'test_iw_bound_k<k>': mean -log (1/k) sum_i w_i} at the BOUND_SAMPLES the method
+    reports (NaN at the others). An importance-sampled NLL is itself the k = eval_samples
+    entry; larger k are left out."""
+    reported = method.importance_bound_samples(test_x.shape[0], BOUND_SAMPLES)
     columns = {}
     for num_samples in BOUND_SAMPLES:
-        if num_samples < eval_samples:
+        value = float("nan")
+        if nll_is_importance and num_samples == eval_samples:
+            value = nll_mean
+        elif num_samples in reported and not (nll_is_importance and num_samples > eval_samples):
             value = estimators.importance_nll(method, test_x, num_samples).double().mean().item()
-        else:
-            value = nll_mean if num_samples == eval_samples else float("nan")
         columns[f"test_iw_bound_k{num_samples}"] = value
     return columns
 
 
 def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
              show_progress: bool) -> dict:
-    """Train and test bounds, the importance-sampled test NLL, the importance-weighted
-    test bounds at BOUND_SAMPLES and active units."""
+    """Train and test bounds, the test NLL (the method's estimator), the importance-weighted
+    test bounds at BOUND_SAMPLES, the bound's terms and active units of latent models."""
     method.eval()
     start = time.perf_counter()
     train_x, test_x = data.train.to(device), data.test.to(device)
-    with tqdm(total=test_x.shape[0], desc=f"test NLL (k={eval_samples})", unit="ex",
+    with tqdm(total=test_x.shape[0], desc="test NLL", unit="ex",
               disable=not show_progress, leave=False, dynamic_ncols=True) as bar:
-        nll = estimators.importance_nll(method, test_x, eval_samples, progress=bar.update)
+        nll, estimator, terms = method.test_nll(test_x, eval_samples, progress=bar.update)
     nll_mean = nll.double().mean().item()
-    bounds = importance_bounds(method, test_x, eval_samples, nll_mean)
-    units = estimators.active_units(method, test_x)
-    terms = estimators.mean_bound_terms(method, test_x)
-    return {
+    bounds = importance_bounds(method, test_x, eval_samples, nll_mean, estimator.startswith("IS"))
+    if terms is None:
+        terms = estimators.mean_bound_terms(method, test_x)
+    else:
+        terms = {name: values.double().mean().item() for name, values in terms.items()}
+    units = estimators.active_units(method, test_x) if callable(getattr(method.q, "sample", None)) else []
+    row = {
         "train_bound": estimators.mean_bound(method, train_x),
         "test_bound": estimators.mean_bound(method, test_x),
         "test_nll": nll_mean,
-        "nll_estimator": f"IS k={eval_samples}",
+        "nll_estimator": estimator,
         **bounds,
         **{f"test_{name}": value for name, value in terms.items()},
-        "active_units": sum(units),
+        "active_units": sum(units) if units else float("nan"),
         "active_units_per_layer": "+".join(map(str, units)),
-        "eval_seconds": time.perf_counter() - start,
     }
+    if data.kind == "continuous":
+        row["test_bits_per_dim"] = bits_per_dim(nll_mean, data)
+    return {**row, "eval_seconds": time.perf_counter() - start}
+
+
+def bits_per_dim(nll: float, data: Dataset) -> float:
+    """A continuous model's mean NLL in nats as bits per dimension: of the discrete
+    data where they were dequantized from levels, of the density otherwise."""
+    offset = 0.0 if data.level_log_width is None else -data.level_log_width * data.data_dim
+    return (nll + offset) / (data.data_dim * math.log(2))
 
 
 # Samples drawn from each trained model for the grid saved beside the results.
@@ -127,7 +143,7 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
     torch.manual_seed(config.seed + 1)
     scores = evaluate(method, data, device, profile.eval_samples, show_progress)
     if samples_path is not None:
-        save_sample_grid(method.sample(GRID_SAMPLES), data.image_shape, samples_path)
+        save_samples(method, data, samples_path)
     return {
         "dataset": data.name, "profile": profile.name, "method": config.method,
         "variant": config.variant,
@@ -156,26 +172,71 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or "cpu"
 
 
-def save_sample_grid(images: torch.Tensor, image_shape: tuple[int, int], path: Path) -> None:
-    """Tiles [n, H*W] Bernoulli means in [0, 1] into a square grid, written as a
-    greyscale PNG (black = 1); written to a temporary name, then renamed."""
+def save_samples(method, data: Dataset, path: Path) -> None:
+    """A PNG of GRID_SAMPLES samples at `path` (a grid of images, or a scatter of 2-D
+    points over the test set); for models with a reverse chain, also a strip of
+    TRAJECTORY_CHAINS chains from the prior to the data, beside it (-trajectory.png)."""
+    samples = method.sample(GRID_SAMPLES if data.image_shape else SCATTER_SAMPLES)
+    if data.image_shape is None:
+        save_scatter(samples, data.test, path)
+        return
+    save_sample_grid(samples, data.image_shape, path, value_range=data.value_range)
+    if hasattr(method, "trajectory"):
+        frames = method.trajectory(TRAJECTORY_CHAINS, TRAJECTORY_FRAMES)  # [frames, n, D]
+        save_sample_grid(frames.transpose(0, 1).reshape(-1, frames.shape[-1]), data.image_shape,
+                         path.with_name(f"{path.stem}-trajectory.png"), columns=frames.shape[0],
+                         value_range=data.value_range)
+
+
+TRAJECTORY_CHAINS, TRAJECTORY_FRAMES, SCATTER_SAMPLES = 4, 11, 2000
+
+
+def _atomic_save(path: Path, save) -> None:
     import os
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    save(temporary)
+    os.replace(temporary, path)
+
+
+def save_sample_grid(images: torch.Tensor, image_shape: tuple[int, int], path: Path,
+                     columns: int | None = None, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+    """Tiles [n, H*W] images into a grid (square unless `columns` is given), written as a
+    greyscale PNG, value_range[1] black and value_range[0] white; written to a
+    temporary name, then renamed."""
     import matplotlib.image
 
     count = images.shape[0]
-    columns = math.ceil(math.sqrt(count))
+    columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     height, width = image_shape
     scale = max(1, 28 // height)  # small images (8 x 8 digits) are enlarged, pixels kept square
-    images = images.detach().float().cpu().reshape(count, height, width)
+    low, high = value_range
+    images = ((images.detach().float().cpu() - low) / (high - low)).clamp(0, 1)
+    images = images.reshape(count, height, width)
     images = images.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     height, width = height * scale, width * scale
     canvas = torch.ones(rows * (height + 1) + 1, columns * (width + 1) + 1)
     for index, image in enumerate(images):
         top, left = 1 + (index // columns) * (height + 1), 1 + (index % columns) * (width + 1)
         canvas[top:top + height, left:left + width] = 1 - image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    matplotlib.image.imsave(temporary, canvas.numpy(), cmap="gray", vmin=0, vmax=1)
-    os.replace(temporary, path)
+    _atomic_save(path, lambda target: matplotlib.image.imsave(
+        target, canvas.numpy(), cmap="gray", vmin=0, vmax=1, format="png"))
+
+
+def save_scatter(samples: torch.Tensor, data: torch.Tensor, path: Path) -> None:
+    """2-D samples over the data they model, side by side, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    for axis, points, title in zip(axes, (data, samples), ("test data", "model samples")):
+        points = points.detach().float().cpu()
+        axis.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
+        axis.set_title(title)
+        axis.set_aspect("equal")
+    figure.tight_layout()
+    _atomic_save(path, lambda target: figure.savefig(target, dpi=100, format="png"))
+    plt.close(figure)

@@ -1,4 +1,5 @@
-"""Shared test helpers: devices, dtypes, tolerances, inputs of the IWAE ops, poisoning.
+"""Shared test helpers: devices, dtypes, tolerances, inputs of the IWAE and diffusion ops,
+poisoning.
 
 Shapes use k (samples per example), B (batch), D (data dimension) and Z
 (latent dimension), as in genvar_bench/ops/.
@@ -91,6 +92,69 @@ def make_log_weights(generator, num_samples, batch, *, dtype=torch.float64, devi
     """Random log_weights [k, B] for iwae_bound."""
     log_weights = torch.randn(num_samples, batch, generator=generator, dtype=torch.float64) * scale
     return log_weights.to(dtype=dtype, device=device)
+
+
+def beta_schedule(name, num_steps):
+    """betas [T] float64: "paper", beta_t = 1 / (T - t + 1) with beta_1 = 1e-3
+    (Sohl-Dickstein et al. 2015; beta_T = 1), or "linear", 1e-4 to 0.02 (Ho et al. 2020)."""
+    if name == "linear":
+        return torch.linspace(1e-4, 0.02, num_steps, dtype=torch.float64)
+    steps = torch.arange(1, num_steps + 1, dtype=torch.float64)
+    betas = 1 / (num_steps - steps + 1)
+    betas[0] = 1e-3
+    return betas
+
+
+@dataclass
+class DiffusionInputs:
+    """The arguments of a diffusion KL op: x0 [B, D], xt [T', B, D], the network outputs
+    [T', B, D] (logits; or mean and log_var), steps [T', B] int64, betas [T] float64."""
+    x0: torch.Tensor
+    xt: torch.Tensor
+    outputs: tuple
+    steps: torch.Tensor
+    betas: torch.Tensor
+
+    def args(self):
+        return (self.x0, self.xt, *self.outputs, self.steps, self.betas)
+
+    def to(self, dtype=None, device=None):
+        """Data and outputs cast to dtype; everything moved to device (betas stays float64)."""
+        def move(tensor, cast=True):
+            return tensor.to(dtype=dtype if cast else None, device=device)
+        return DiffusionInputs(move(self.x0), move(self.xt), tuple(map(move, self.outputs)),
+                               move(self.steps, False), move(self.betas, False))
+
+    def requiring_grad(self):
+        """Fresh leaves for the outputs, which alone require grad."""
+        outputs = tuple(output.detach().clone().requires_grad_() for output in self.outputs)
+        return DiffusionInputs(self.x0, self.xt, outputs, self.steps, self.betas)
+
+
+def make_diffusion_inputs(generator, kind, num_slices, batch, data_dim, *, num_steps=1000,
+                          schedule="paper", dtype=torch.float64, device="cpu"):
+    """Random arguments of diffusion_{kind}_kl, kind "binomial" or "gaussian", drawn in
+    float64 on the CPU and then cast. steps are uniform in [1, T], with t = 1 and t = T
+    planted in the first two entries. Binomial: binary x0 and xt, logits N(0, 3^2).
+    Gaussian: x0 N(0, 1), xt a draw from q(x_t | x_0), mean N(0, 1), log_var N(-3, 1)."""
+    def normal(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    betas = beta_schedule(schedule, num_steps)
+    steps = torch.randint(1, num_steps + 1, (num_slices, batch), generator=generator)
+    steps.view(-1)[:2] = torch.tensor([1, num_steps])[:steps.numel()]
+    shape = (num_slices, batch, data_dim)
+    if kind == "binomial":
+        half = torch.full((batch, data_dim), 0.5, dtype=torch.float64)
+        x0 = torch.bernoulli(half, generator=generator)
+        xt = torch.bernoulli(half.expand(shape), generator=generator)
+        outputs = (normal(*shape) * 3,)
+    else:
+        x0 = normal(batch, data_dim)
+        abar = torch.cumprod(1 - betas, 0)[steps - 1].unsqueeze(-1)
+        xt = abar.sqrt() * x0 + (1 - abar).sqrt() * normal(*shape)
+        outputs = (normal(*shape), normal(*shape) - 3)
+    return DiffusionInputs(x0, xt, outputs, steps, betas).to(dtype=dtype, device=device)
 
 
 def _largest_finite_magnitude(expected):

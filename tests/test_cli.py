@@ -1,4 +1,5 @@
 """`python -m genvar_bench run`: rows added, replaced and kept; errors and interrupts."""
+import math
 import subprocess
 import sys
 
@@ -134,3 +135,47 @@ def test_tables_written_before_the_variant_column_still_merge(tmp_path):
     run(tmp_path, "--method", "dae")
     rows = table(tmp_path)
     assert len(rows) == 2 and sorted(rows["method"]) == ["dae", "vae"]
+
+
+def test_diffusion_rows_report_their_bound_trajectory_bounds_and_a_trajectory_strip(tmp_path):
+    assert run(tmp_path, "--method", "diffusion", "--diffusion-steps", "6", "--k", "2",
+               "--schedule", "paper,linear") == 0
+    rows = table(tmp_path).set_index("variant")
+    assert sorted(rows.index) == ["diffusion_steps=6,network=mlp,schedule=linear",
+                                  "diffusion_steps=6,network=mlp,schedule=paper"]
+    assert (rows["nll_estimator"] == "bound, 6 exact-KL steps").all()
+    terms = rows["test_reconstruction"] + rows["test_kl"]
+    assert ((terms - rows["test_nll"]).abs() < 1e-6).all()
+    # k-trajectory bounds at every k within the budget: 1, 5, 50 and 500 here (T = 6)
+    assert rows[["test_iw_bound_k1", "test_iw_bound_k500"]].notna().all().all()
+    assert rows["test_iw_bound_k5000"].isna().all() and rows["active_units"].isna().all()
+    assert (rows["test_iw_bound_k500"] < rows["test_iw_bound_k1"]).all()
+    samples = tmp_path / "digits" / "quick" / "samples"
+    assert (samples / "diffusion-6-mlp-paper-k2-L1-s0-cpu-fused-trajectory.png").exists()
+
+
+def test_diffusion_steps_default_to_the_profiles():
+    from genvar_bench.profiles import get_profile
+    args = cli.build_parser().parse_args(["run", "--method", "diffusion,vae"])
+    configs = cli.build_configs(args, get_profile("quick"))
+    assert [dict(config.options).get("diffusion_steps") for config in configs] == [100, None, None]
+    assert configs[0].num_samples == 10
+
+
+def test_gaussian_diffusion_on_continuous_data_reports_bits_per_dim(tmp_path):
+    args = ["--dataset", "digits-grey", "--epochs", "1", "--no-progress", "--out", str(tmp_path),
+            "--method", "diffusion-gauss", "--diffusion-steps", "5"]
+    assert cli.main(["run", *args]) == 0
+    row = pd.read_csv(tmp_path / "digits-grey" / "quick" / "results.csv").iloc[0]
+    expected = (row["test_nll"] + 64 * math.log(17 / 2)) / (64 * math.log(2))
+    assert abs(row["test_bits_per_dim"] - expected) < 1e-9 and expected > 0
+    assert cli.main(["run", *args[:1], "swissroll", *args[2:], "--network", "mlp"]) == 0
+    assert (tmp_path / "swissroll" / "quick" / "samples"
+            / "diffusion-gauss-5-mlp-paper-k10-L1-s0-cpu-fused.png").exists()
+
+
+@pytest.mark.parametrize("method, dataset", [("diffusion-gauss", "digits"), ("vae", "swissroll"),
+                                             ("diffusion", "digits-grey")])
+def test_a_method_on_the_wrong_kind_of_data_is_an_error(tmp_path, method, dataset):
+    with pytest.raises(SystemExit, match=f"{method} cannot model {dataset}"):
+        cli.main(["run", "--dataset", dataset, "--method", method, "--out", str(tmp_path)])

@@ -51,6 +51,30 @@ GENVAR_INLINE float exp_nonpositive(float input) {
   return input < -87.0f ? 0.0f : poly * scale;
 }
 
+// exp(y) for any y, the exp_nonpositive polynomial with 2^n split in two
+// factors so that n = 128 (y up to ln FLT_MAX) stays finite: +inf above
+// 88.7228, exactly 0 below -87 (true values under 1.7e-38), NaN stays NaN.
+GENVAR_INLINE float exp_any(float input) {
+  const float y = input < -87.0f ? -87.0f : (input > 88.72283f ? 88.72283f : input);
+  const float round_magic = 12582912.0f;
+  const float n = (y * 1.44269504088896341f + round_magic) - round_magic;
+  float r = y - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187045e-06f;
+  float poly = 1.0f / 720.0f;
+  poly = poly * r + 1.0f / 120.0f;
+  poly = poly * r + 1.0f / 24.0f;
+  poly = poly * r + 1.0f / 6.0f;
+  poly = poly * r + 0.5f;
+  poly = poly * r + 1.0f;
+  poly = poly * r + 1.0f;
+  const float high = n > 127.0f ? 1.0f : 0.0f;  // n = 128: 2^127 * 2
+  const int32_t bits = (static_cast<int32_t>(n - high) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  const float result = poly * scale * (1.0f + high);
+  return input < -87.0f ? 0.0f : (input > 88.72283f ? __builtin_inff() : result);
+}
+
 // log1p(t) for t in [0, 1] as 2 atanh(s) with s = t / (2 + t) in [0, 1/3]:
 // no cancellation for tiny t, and the odd series to s^15 is below float
 // rounding on that range.
@@ -97,6 +121,7 @@ struct Math<float> {
     sigmoid = numerator * two_plus * inverse;
   }
   static GENVAR_INLINE float exp(float value) { return std::exp(value); }
+  static GENVAR_INLINE float exp_any(float value) { return cpu::exp_any(value); }
 };
 
 template <>
@@ -113,6 +138,7 @@ struct Math<double> {
     return logit >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
   }
   static GENVAR_INLINE double exp(double value) { return std::exp(value); }
+  static GENVAR_INLINE double exp_any(double value) { return std::exp(value); }
 };
 
 }  // namespace genvar::cpu

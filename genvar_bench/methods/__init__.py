@@ -1,2 +1,3 @@
 """Built-in methods; importing this package registers them in `genvar_bench.core.METHODS`."""
-from genvar_bench.methods import dae, rws, vae  # noqa: F401
+from genvar_bench.methods import (binomial_diffusion, dae, gaussian_diffusion, rws,  # noqa: F401
+                                  vae)

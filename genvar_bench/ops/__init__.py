@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import torch
 
 from genvar_bench._extension import require_extension
+from genvar_bench.ops.diffusion import (diffusion_binomial_kl_ref, diffusion_gaussian_kl_ref,
+                                        fused_diffusion_binomial_kl, fused_diffusion_gaussian_kl)
 from genvar_bench.ops.iwae import fused_iwae_log_weights, iwae_bound_ref, iwae_log_weights_ref
 from genvar_bench.ops.mixture import fused_mixture_log_density, mixture_log_density_ref
 from genvar_bench.ops.sbn import fused_sbn_log_weights, sbn_log_weights_ref
@@ -21,6 +23,8 @@ REFERENCE = SimpleNamespace(
     iwae_bound=iwae_bound_ref,
     sbn_log_weights=sbn_log_weights_ref,
     mixture_log_density=mixture_log_density_ref,
+    diffusion_binomial_kl=diffusion_binomial_kl_ref,
+    diffusion_gaussian_kl=diffusion_gaussian_kl_ref,
 )
 
 
@@ -36,9 +40,13 @@ def get_ops(backend: str) -> SimpleNamespace:
         iwae_bound=torch.ops.genvar.iwae_bound,
         sbn_log_weights=fused_sbn_log_weights,
         mixture_log_density=fused_mixture_log_density,
+        diffusion_binomial_kl=fused_diffusion_binomial_kl,
+        diffusion_gaussian_kl=fused_diffusion_gaussian_kl,
     )
 
 
-__all__ = ["BACKENDS", "REFERENCE", "get_ops", "fused_iwae_log_weights", "fused_mixture_log_density",
+__all__ = ["BACKENDS", "REFERENCE", "get_ops", "diffusion_binomial_kl_ref",
+           "diffusion_gaussian_kl_ref", "fused_diffusion_binomial_kl",
+           "fused_diffusion_gaussian_kl", "fused_iwae_log_weights", "fused_mixture_log_density",
            "fused_sbn_log_weights", "iwae_bound_ref", "iwae_log_weights_ref",
            "mixture_log_density_ref", "sbn_log_weights_ref"]

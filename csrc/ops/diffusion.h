@@ -1,0 +1,77 @@
+// Shared declarations of the diffusion KL ops: argument checks and the
+// per-step schedule tables every backend reads.
+//
+// Steps t = 1..T are 1-based; betas[t - 1] = beta_t, alpha_t = 1 - beta_t,
+// abar_s = prod_{r <= s} alpha_r (abar_0 = 1). Tables (layout in
+// diffusion_table.h) are built in double on the host from betas of any
+// floating dtype, then moved to the data's device.
+#pragma once
+
+#include "diffusion_table.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace genvar {
+
+// Sizes of a diffusion KL call: x0 [B, D], xt and the network output
+// [T', B, D], steps [T', B], betas [T].
+struct DiffusionSizes {
+  int64_t num_slices;  // T'
+  int64_t batch;       // B
+  int64_t data_dim;    // D
+  int64_t num_steps;   // T
+};
+
+// Checks ranks, shapes, dtypes (x0, xt, output float32 or float64, all equal;
+// steps int64; betas floating, 1-D, non-empty) and devices (all equal);
+// throws a RuntimeError naming the argument. `output_name` is the network
+// output's argument name ("logits" or "mean"). Values are checked by
+// check_steps_in_range and the table builders.
+DiffusionSizes check_diffusion_kl_args(const at::Tensor& x0, const at::Tensor& xt,
+                                       const at::Tensor& output, const char* output_name,
+                                       const at::Tensor& steps, const at::Tensor& betas);
+
+// check_diffusion_kl_args with output "mean", and log_var of mean's shape,
+// dtype and device.
+DiffusionSizes check_diffusion_gaussian_kl_args(const at::Tensor& x0, const at::Tensor& xt,
+                                                const at::Tensor& mean, const at::Tensor& log_var,
+                                                const at::Tensor& steps,
+                                                const at::Tensor& betas);
+
+// grad [T', B] of the output's dtype and device.
+void check_diffusion_grad(const at::Tensor& grad, const at::Tensor& output,
+                          const char* output_name, const DiffusionSizes& sizes);
+
+// Every step in [1, T], else an error naming the first bad entry. On CUDA this
+// copies the min and max to the host: a synchronising check.
+void check_steps_in_range(const at::Tensor& steps, int64_t num_steps);
+
+// [T, kBinomialColumns] and [T, kGaussianColumns] float64 tables on `device`.
+// Both check every beta in (0, 1] (on CUDA, reading betas synchronises).
+at::Tensor binomial_schedule_table(const at::Tensor& betas, at::Device device);
+at::Tensor gaussian_schedule_table(const at::Tensor& betas, at::Device device);
+
+// Contiguous inputs, the schedule table and the sizes: what every backend's
+// pass reads.
+struct PreparedDiffusion {
+  at::Tensor x0, xt, output, steps, table;
+  DiffusionSizes sizes;
+};
+
+// Checks the values (steps in [1, T], betas in (0, 1]) of arguments whose
+// shapes, dtypes and devices the caller checked into `sizes`, and builds the
+// op's table (binomial_schedule_table or gaussian_schedule_table) on the
+// output's device.
+PreparedDiffusion prepare_diffusion(const at::Tensor& x0, const at::Tensor& xt,
+                                    const at::Tensor& output, const at::Tensor& steps,
+                                    const at::Tensor& betas, const DiffusionSizes& sizes,
+                                    at::Tensor (*build_table)(const at::Tensor&, at::Device));
+
+// Backward of the *_and_grad training path: grad [T', B] and a derivative
+// buffer [T', B, D] of its dtype and device, named `name`.
+void check_diffusion_and_grad_backward_args(const at::Tensor& grad, const at::Tensor& buffer,
+                                            const char* name);
+
+}  // namespace genvar

@@ -1,0 +1,107 @@
+"""Binomial diffusion for binary data (Sohl-Dickstein et al. 2015, section 2.4).
+
+q(x_t | x_{t-1}) = Bernoulli(x_{t-1} (1 - beta_t) + beta_t / 2), so
+q(x_t = 1 | x_0) = x_0 abar_t + (1 - abar_t) / 2 and the posterior
+q(x_{t-1} | x_t, x_0) has logit (2 x_t - 1) rho_t + (2 x_0 - 1) kappa_{t-1}, with
+rho_t = log((2 - beta_t) / beta_t) and kappa_s = log((1 + abar_s) / (1 - abar_s)).
+p(x_T) = Bernoulli(1/2); p(x_{t-1} | x_t) = Bernoulli(sigmoid(f(x_t, t))).
+
+f is parameterised through a predicted x_0: the network gives per-pixel logits of
+x_0, and f is the logit of sum_{x_0} p_net(x_0 | x_t) q(x_{t-1} = 1 | x_t, x_0), the
+forward posterior averaged over the prediction. At t = 1 that is the prediction
+itself; at small t it keeps x_t unless the network is sure. f is still a learned
+Bernoulli kernel of (x_t, t), as in the paper; this only eases its learning.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.functional import logsigmoid
+
+from genvar_bench.core import register
+from genvar_bench.methods.diffusion import (DiffusionMethod, ForwardProcess,
+                                            ReverseProcess, beta_schedule, check_config)
+
+# kappa_0 is +inf (the t = 1 posterior is x_0 itself); this stands in for it.
+KAPPA_MAX = 40.0
+
+
+class BinomialForward(ForwardProcess):
+    def __init__(self, betas: torch.Tensor):
+        super().__init__(betas)
+        padded = torch.cat([betas.new_ones(1), betas])  # index t
+        self.register_buffer("rho", torch.log((2 - padded) / padded), persistent=False)
+        previous = self.alpha_bar[:-1]  # abar_{t-1} at index t - 1
+        kappa = torch.log1p(previous) - torch.log1p(-previous)
+        self.register_buffer("kappa", torch.cat([kappa.new_zeros(1), kappa.clamp(max=KAPPA_MAX)]),
+                             persistent=False)
+
+    def sample_marginal(self, x0, steps):
+        alpha_bar = self.table(self.alpha_bar, steps, x0)
+        return torch.bernoulli(x0 * alpha_bar + (1 - alpha_bar) / 2)
+
+    def _step_probability(self, previous, step):
+        beta = self.betas[step - 1].item()
+        return previous * (1 - beta) + beta / 2
+
+    def sample_step(self, previous, step):
+        return torch.bernoulli(self._step_probability(previous, step))
+
+    def log_step(self, state, previous, step):
+        probability = self._step_probability(previous, step)
+        return (torch.xlogy(state, probability) + torch.xlogy(1 - state, 1 - probability)).sum(-1)
+
+    def prior_kl(self, x0):
+        alpha_bar = self.alpha_bar[-1].item()
+        one = x0 * alpha_bar + (1 - alpha_bar) / 2
+        return (torch.xlogy(one, 2 * one) + torch.xlogy(1 - one, 2 * (1 - one))).sum(-1)
+
+
+class BinomialReverse(ReverseProcess):
+    def logits(self, states: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """[S, B, D] logits of p(x_{t-1} = 1 | x_t) for states [S, B, D], steps [S, B]."""
+        forward: BinomialForward = self.forward_process
+        x0_logits = self.outputs(states, steps)
+        keep = (2 * states - 1) * forward.table(forward.rho, steps, states)
+        kappa = forward.table(forward.kappa, steps, states)
+        sure_one, sure_zero = logsigmoid(x0_logits), logsigmoid(-x0_logits)
+        log_one = torch.logaddexp(sure_one + logsigmoid(keep + kappa), sure_zero + logsigmoid(keep - kappa))
+        log_zero = torch.logaddexp(sure_one + logsigmoid(-keep - kappa), sure_zero + logsigmoid(kappa - keep))
+        return log_one - log_zero
+
+
+@register("diffusion")
+class BinomialDiffusion(DiffusionMethod):
+    data_kind = "binary"
+
+    def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 10,
+                 backend: str = "fused", diffusion_steps: int | None = None,
+                 schedule: str = "paper", network: str = "mlp"):
+        check_config(layers, diffusion_steps, network)
+        forward = BinomialForward(beta_schedule(schedule, diffusion_steps))
+        reverse = BinomialReverse(forward, data_dim, network, outputs=1)
+        super().__init__(forward, reverse, data_dim, num_samples, backend)
+
+    def step_kl(self, x0, states, steps):
+        logits = self.p.logits(states, steps)
+        return self.ops.diffusion_binomial_kl(x0, states, logits, steps, self.q.betas)
+
+    def reverse_log_prob(self, previous, states, steps):
+        logits = self.p.logits(states, steps)
+        return -nn.functional.binary_cross_entropy_with_logits(
+            logits, previous, reduction="none").sum(-1)
+
+    def prior_log_prob(self, states):
+        return torch.full(states.shape[:-1], -states.shape[-1] * math.log(2),
+                          dtype=states.dtype, device=states.device)
+
+    def sample_prior(self, num_samples):
+        return torch.bernoulli(torch.full((num_samples, self.data_dim), 0.5, device=self.q.betas.device))
+
+    def reverse_step(self, states, step, last):
+        steps = torch.full(states.shape[:1], step, device=states.device)
+        probability = torch.sigmoid(self.p.logits(states, steps))
+        return probability if last else torch.bernoulli(probability)
+

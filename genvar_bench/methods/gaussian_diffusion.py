@@ -1,0 +1,99 @@
+"""Gaussian diffusion for continuous data (Sohl-Dickstein et al. 2015, section 2.4).
+
+q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), so q(x_t | x_0) =
+N(sqrt(abar_t) x_0, (1 - abar_t) I) and the posterior q(x_{t-1} | x_t, x_0) is
+Gaussian with mean c0_t x_0 + c1_t x_t and variance vq_t (see the
+`diffusion_gaussian_kl` reference). p(x_T) = N(0, I); p(x_{t-1} | x_t) =
+N(mean(x_t, t), exp(log_var(x_t, t))), both learned.
+
+The mean is parameterised through a predicted x_0, mean = c0_t x0_net + c1_t x_t
+(defined at every step, t = T with beta_T = 1 included), and the log-variance as
+log beta_t plus a learned correction. Bounds are densities of the data as
+stored (nats); the command line also reports bits per dimension.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from genvar_bench.core import register
+from genvar_bench.methods.diffusion import (DiffusionMethod, ForwardProcess, ReverseProcess,
+                                            beta_schedule, check_config)
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class GaussianForward(ForwardProcess):
+    def __init__(self, betas: torch.Tensor):
+        super().__init__(betas)
+        current, previous = self.alpha_bar[1:], self.alpha_bar[:-1]
+        zero = betas.new_zeros(1)
+        # index t: the posterior mean's coefficients of x_0 and x_t
+        self.register_buffer("mean_x0", torch.cat([zero, previous.sqrt() * betas / (1 - current)]),
+                             persistent=False)
+        self.register_buffer("mean_xt", torch.cat([zero, (1 - betas).sqrt() * (1 - previous) / (1 - current)]),
+                             persistent=False)
+        self.register_buffer("log_beta", torch.cat([zero, betas.log()]), persistent=False)
+
+    def sample_marginal(self, x0, steps):
+        alpha_bar = self.table(self.alpha_bar, steps, x0)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * torch.randn(
+            *steps.shape, x0.shape[-1], dtype=x0.dtype, device=x0.device)
+
+    def sample_step(self, previous, step):
+        beta = self.betas[step - 1].item()
+        return math.sqrt(1 - beta) * previous + math.sqrt(beta) * torch.randn_like(previous)
+
+    def log_step(self, state, previous, step):
+        beta = self.betas[step - 1].item()
+        squared = (state - math.sqrt(1 - beta) * previous) ** 2
+        return -0.5 * (squared / beta + math.log(beta) + LOG_2PI).sum(-1)
+
+    def prior_kl(self, x0):
+        alpha_bar = self.alpha_bar[-1].item()
+        # KL(N(sqrt(abar) x0, 1 - abar) || N(0, 1)) per dimension
+        constant = -alpha_bar - math.log1p(-alpha_bar) if alpha_bar < 1 else math.inf
+        return 0.5 * (alpha_bar * x0**2 + constant).sum(-1)
+
+
+class GaussianReverse(ReverseProcess):
+    def mean_and_log_var(self, states: torch.Tensor, steps: torch.Tensor):
+        """[S, B, D] mean and log-variance of p(x_{t-1} | x_t) for states [S, B, D], steps [S, B]."""
+        forward: GaussianForward = self.forward_process
+        predicted_x0, correction = self.outputs(states, steps).chunk(2, dim=-1)
+        mean = (forward.table(forward.mean_x0, steps, states) * predicted_x0
+                + forward.table(forward.mean_xt, steps, states) * states)
+        return mean, forward.table(forward.log_beta, steps, states) + correction
+
+
+@register("diffusion-gauss")
+class GaussianDiffusion(DiffusionMethod):
+    data_kind = "continuous"
+
+    def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 10,
+                 backend: str = "fused", diffusion_steps: int | None = None,
+                 schedule: str = "paper", network: str = "mlp"):
+        check_config(layers, diffusion_steps, network)
+        forward = GaussianForward(beta_schedule(schedule, diffusion_steps))
+        reverse = GaussianReverse(forward, data_dim, network, outputs=2)
+        super().__init__(forward, reverse, data_dim, num_samples, backend)
+
+    def step_kl(self, x0, states, steps):
+        mean, log_var = self.p.mean_and_log_var(states, steps)
+        return self.ops.diffusion_gaussian_kl(x0, states, mean, log_var, steps, self.q.betas)
+
+    def reverse_log_prob(self, previous, states, steps):
+        mean, log_var = self.p.mean_and_log_var(states, steps)
+        return -0.5 * ((previous - mean) ** 2 * torch.exp(-log_var) + log_var + LOG_2PI).sum(-1)
+
+    def prior_log_prob(self, states):
+        return -0.5 * (states**2 + LOG_2PI).sum(-1)
+
+    def sample_prior(self, num_samples):
+        return torch.randn(num_samples, self.data_dim, device=self.q.betas.device)
+
+    def reverse_step(self, states, step, last):
+        steps = torch.full(states.shape[:1], step, device=states.device)
+        mean, log_var = self.p.mean_and_log_var(states, steps)
+        return mean if last else mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)

@@ -6,11 +6,12 @@ q(x_{t-1} | x_t, x_0) has logit (2 x_t - 1) rho_t + (2 x_0 - 1) kappa_{t-1}, wit
 rho_t = log((2 - beta_t) / beta_t) and kappa_s = log((1 + abar_s) / (1 - abar_s)).
 p(x_T) = Bernoulli(1/2); p(x_{t-1} | x_t) = Bernoulli(sigmoid(f(x_t, t))).
 
-f is parameterised through a predicted x_0: the network gives per-pixel logits of
-x_0, and f is the logit of sum_{x_0} p_net(x_0 | x_t) q(x_{t-1} = 1 | x_t, x_0), the
-forward posterior averaged over the prediction. At t = 1 that is the prediction
-itself; at small t it keeps x_t unless the network is sure. f is still a learned
-Bernoulli kernel of (x_t, t), as in the paper; this only eases its learning.
+f is parameterised through a predicted x_0: per-pixel logits of x_0, the network's
+output added to (2 x_t - 1) kappa_t (the posterior logit of x_0 under uniformly
+random data, so an untrained network already keeps x_t at small t), and f is the
+logit of sum_{x_0} p_net(x_0 | x_t) q(x_{t-1} = 1 | x_t, x_0), the forward posterior
+averaged over the prediction. At t = 1 that is the prediction itself. f is still a
+learned Bernoulli kernel of (x_t, t), as in the paper; this only eases its learning.
 """
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ class BinomialForward(ForwardProcess):
         super().__init__(betas)
         padded = torch.cat([betas.new_ones(1), betas])  # index t
         self.register_buffer("rho", torch.log((2 - padded) / padded), persistent=False)
-        previous = self.alpha_bar[:-1]  # abar_{t-1} at index t - 1
-        kappa = torch.log1p(previous) - torch.log1p(-previous)
-        self.register_buffer("kappa", torch.cat([kappa.new_zeros(1), kappa.clamp(max=KAPPA_MAX)]),
+        # kappa_s = log((1 + abar_s) / (1 - abar_s)) for s = 0..T
+        kappa = (torch.log1p(self.alpha_bar) - torch.log1p(-self.alpha_bar)).clamp(max=KAPPA_MAX)
+        self.register_buffer("kappa", torch.cat([kappa.new_zeros(1), kappa[:-1]]),  # kappa_{t-1} at t
                              persistent=False)
+        self.register_buffer("kappa_now", kappa, persistent=False)  # kappa_t at t
 
     def sample_marginal(self, x0, steps):
         alpha_bar = self.table(self.alpha_bar, steps, x0)
@@ -63,8 +65,10 @@ class BinomialReverse(ReverseProcess):
     def logits(self, states: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """[S, B, D] logits of p(x_{t-1} = 1 | x_t) for states [S, B, D], steps [S, B]."""
         forward: BinomialForward = self.forward_process
-        x0_logits = self.outputs(states, steps)
-        keep = (2 * states - 1) * forward.table(forward.rho, steps, states)
+        sign = 2 * states - 1
+        # the network corrects the logit of x_0 given x_t under uniform data: sign * kappa_t
+        x0_logits = sign * forward.table(forward.kappa_now, steps, states) + self.outputs(states, steps)
+        keep = sign * forward.table(forward.rho, steps, states)
         kappa = forward.table(forward.kappa, steps, states)
         sure_one, sure_zero = logsigmoid(x0_logits), logsigmoid(-x0_logits)
         log_one = torch.logaddexp(sure_one + logsigmoid(keep + kappa), sure_zero + logsigmoid(keep - kappa))

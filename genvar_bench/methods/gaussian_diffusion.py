@@ -7,8 +7,9 @@ Gaussian with mean c0_t x_0 + c1_t x_t and variance vq_t (see the
 N(mean(x_t, t), exp(log_var(x_t, t))), both learned.
 
 The mean is parameterised through a predicted x_0, mean = c0_t x0_net + c1_t x_t
-(defined at every step, t = T with beta_T = 1 included), and the log-variance as
-log beta_t plus a learned correction. Bounds are densities of the data as
+(defined at every step, t = T with beta_T = 1 included), x0_net = skip_t x_t +
+scale_t F(x_t, t) with the network F and the scalings of Karras et al. (2022), and
+the log-variance as log beta_t plus a learned correction. Bounds are densities of the data as
 stored (nats); the command line also reports bits per dimension.
 """
 from __future__ import annotations
@@ -22,6 +23,9 @@ from genvar_bench.methods.diffusion import (DiffusionMethod, ForwardProcess, Rev
                                             beta_schedule, check_config)
 
 LOG_2PI = math.log(2 * math.pi)
+# The data's variance per dimension assumed by the x_0 predictor's scaling; the
+# continuous datasets here are scaled to about [-1, 1].
+DATA_VARIANCE = 0.25
 
 
 class GaussianForward(ForwardProcess):
@@ -35,6 +39,12 @@ class GaussianForward(ForwardProcess):
         self.register_buffer("mean_xt", torch.cat([zero, (1 - betas).sqrt() * (1 - previous) / (1 - current)]),
                              persistent=False)
         self.register_buffer("log_beta", torch.cat([zero, betas.log()]), persistent=False)
+        # x_0 = skip_t x_t + scale_t F: skip_t x_t is the best linear guess of x_0 for data
+        # of variance DATA_VARIANCE, scale_t the spread left around it (Karras et al. 2022)
+        signal = self.alpha_bar * DATA_VARIANCE + 1 - self.alpha_bar
+        self.register_buffer("skip", self.alpha_bar.sqrt() * DATA_VARIANCE / signal, persistent=False)
+        self.register_buffer("scale", (DATA_VARIANCE * (1 - self.alpha_bar) / signal).sqrt(),
+                             persistent=False)
 
     def sample_marginal(self, x0, steps):
         alpha_bar = self.table(self.alpha_bar, steps, x0)
@@ -61,7 +71,9 @@ class GaussianReverse(ReverseProcess):
     def mean_and_log_var(self, states: torch.Tensor, steps: torch.Tensor):
         """[S, B, D] mean and log-variance of p(x_{t-1} | x_t) for states [S, B, D], steps [S, B]."""
         forward: GaussianForward = self.forward_process
-        predicted_x0, correction = self.outputs(states, steps).chunk(2, dim=-1)
+        denoised, correction = self.outputs(states, steps).chunk(2, dim=-1)
+        predicted_x0 = (forward.table(forward.skip, steps, states) * states
+                        + forward.table(forward.scale, steps, states) * denoised)
         mean = (forward.table(forward.mean_x0, steps, states) * predicted_x0
                 + forward.table(forward.mean_xt, steps, states) * states)
         return mean, forward.table(forward.log_beta, steps, states) + correction

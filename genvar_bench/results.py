@@ -16,7 +16,8 @@ KEY = ["method", "variant", "k", "layers", "seed", "device", "backend"]
 
 # Columns of the Markdown summary, in order.
 SUMMARY_COLUMNS = ["method", "variant", "k", "layers", "seed", "device", "backend", "train_bound",
-                   "test_bound", "test_reconstruction", "test_kl", "test_nll", "nll_estimator", "active_units",
+                   "test_bound", "test_reconstruction", "test_kl", "test_nll", "nll_estimator", "test_bits_per_dim",
+                   "active_units",
                    "train_examples_per_s", "eval_seconds", "epochs", "parameters"]
 
 
@@ -64,6 +65,12 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
     for column in ("train_bound", "test_bound", "test_reconstruction", "test_kl", "test_nll"):
         if column in shown:
             shown[column] = shown[column].map(lambda value: "-" if pd.isna(value) else f"{value:.2f}")
+    if "test_bits_per_dim" in shown:
+        shown["test_bits_per_dim"] = shown["test_bits_per_dim"].map(
+            lambda value: "-" if pd.isna(value) else f"{value:.3f}")
+    if "active_units" in shown:  # NaN for models without latent units
+        shown["active_units"] = shown["active_units"].map(
+            lambda value: "-" if pd.isna(value) else str(int(value)))
     for column in ("train_examples_per_s", "eval_seconds"):
         if column in shown:
             shown[column] = shown[column].map(lambda value: f"{value:.1f}")

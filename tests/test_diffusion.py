@@ -201,7 +201,7 @@ def test_binomial_samples_reproduce_a_toy_distribution():
     frequencies = torch.bincount(codes, minlength=8).float() / codes.numel()
     # total variation: 0.30 for uniform samples, about 0.01 from sampling noise alone
     assert (frequencies - probabilities).abs().sum() / 2 < 0.05, frequencies
-    assert frequencies[1] < 0.01, frequencies
+    assert frequencies[1] < 0.03, frequencies  # a pattern the data never show (uniform: 0.125)
 
 
 def test_gaussian_samples_reproduce_a_toy_distribution():

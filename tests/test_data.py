@@ -1,5 +1,6 @@
 """Tests of genvar_bench.data; the real MNIST copy is read through $GENVAR_DATA_DIR."""
 
+import math
 import os
 from pathlib import Path
 
@@ -181,6 +182,17 @@ def test_missing_env_data_dir_is_a_clear_error(isolated_env, monkeypatch):
 
 
 def test_unknown_dataset_name_lists_known_names():
-    with pytest.raises(ValueError, match="mnist.*digits"):
+    with pytest.raises(ValueError, match="mnist.*digits.*digits-grey.*swissroll"):
         data.load_dataset("cifar10")
-    assert data.DATASETS == ("mnist", "digits")
+    assert data.DATASETS == ("mnist", "digits", "digits-grey", "swissroll")
+
+
+def test_continuous_datasets():
+    grey, roll = data.load_dataset("digits-grey"), data.load_dataset("swissroll")
+    assert grey.kind == roll.kind == "continuous" and data.load_dataset("digits").kind == "binary"
+    assert grey.train.shape == (1197, 64) and -1 <= grey.train.min() and grey.train.max() <= 1
+    levels = torch.floor((grey.train + 1) * 17 / 2)  # the dequantization is within each level
+    binary = data.load_dataset("digits").train
+    assert torch.equal(levels >= 8, binary.bool())
+    assert roll.train.shape == (10000, 2) and roll.test.shape == (2000, 2)
+    assert roll.image_shape is None and grey.level_log_width == pytest.approx(math.log(2 / 17))

@@ -14,6 +14,7 @@ from genvar_bench.ops.diffusion import (diffusion_binomial_kl_ref, diffusion_gau
                                         fused_diffusion_binomial_kl, fused_diffusion_gaussian_kl)
 from genvar_bench.ops.iwae import fused_iwae_log_weights, iwae_bound_ref, iwae_log_weights_ref
 from genvar_bench.ops.mixture import fused_mixture_log_density, mixture_log_density_ref
+from genvar_bench.ops.rbm import fused_rbm_gibbs, rbm_gibbs_ref
 from genvar_bench.ops.sbn import fused_sbn_log_weights, sbn_log_weights_ref
 
 BACKENDS = ("fused", "reference")
@@ -25,6 +26,7 @@ REFERENCE = SimpleNamespace(
     mixture_log_density=mixture_log_density_ref,
     diffusion_binomial_kl=diffusion_binomial_kl_ref,
     diffusion_gaussian_kl=diffusion_gaussian_kl_ref,
+    rbm_gibbs=rbm_gibbs_ref,
 )
 
 
@@ -42,11 +44,12 @@ def get_ops(backend: str) -> SimpleNamespace:
         mixture_log_density=fused_mixture_log_density,
         diffusion_binomial_kl=fused_diffusion_binomial_kl,
         diffusion_gaussian_kl=fused_diffusion_gaussian_kl,
+        rbm_gibbs=fused_rbm_gibbs,
     )
 
 
 __all__ = ["BACKENDS", "REFERENCE", "get_ops", "diffusion_binomial_kl_ref",
            "diffusion_gaussian_kl_ref", "fused_diffusion_binomial_kl",
            "fused_diffusion_gaussian_kl", "fused_iwae_log_weights", "fused_mixture_log_density",
-           "fused_sbn_log_weights", "iwae_bound_ref", "iwae_log_weights_ref",
-           "mixture_log_density_ref", "sbn_log_weights_ref"]
+           "fused_rbm_gibbs", "fused_sbn_log_weights", "iwae_bound_ref", "iwae_log_weights_ref",
+           "mixture_log_density_ref", "rbm_gibbs_ref", "sbn_log_weights_ref"]

@@ -66,10 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="diffusion: paper (beta_t = 1/(T - t + 1), the default) or linear")
     options.add_argument("--network", type=_choice_list("network", NETWORKS),
                          help="diffusion: the reverse network, mlp (default) or conv (square images)")
+    options.add_argument("--hidden", type=_int_list,
+                         help="rbm-cd, rbm-pcd: hidden units (default 500 on MNIST, 100 on digits); "
+                              "--k is the Gibbs sweeps per update (CD-k, PCD-k)")
     return parser
 
 
-OPTION_NAMES = ("q_update", "latent", "noise", "diffusion_steps", "schedule", "network")
+OPTION_NAMES = ("q_update", "latent", "noise", "diffusion_steps", "schedule", "network", "hidden")
 
 
 def _choice_list(name: str, choices: tuple[str, ...]):
@@ -93,9 +96,10 @@ def _float_list(text: str) -> list[float]:
     return values
 
 
-def build_configs(args, profile) -> list:
+def build_configs(args, profile, data_dim: int) -> list:
     """Every (method, options, k, layers) asked for, each option only where the method
-    has it; an option no chosen method has is an error."""
+    has it; an option no chosen method has is an error. Defaults that depend on the
+    profile (T of diffusion) or the data (RBM hidden units) are filled in."""
     from genvar_bench.core import METHODS, method_options
     from genvar_bench.runner import RunConfig
 
@@ -110,6 +114,9 @@ def build_configs(args, profile) -> list:
         defaults = dict(accepted[method])
         if "diffusion_steps" in defaults:
             defaults["diffusion_steps"] = profile.diffusion_steps
+        if "hidden" in defaults and defaults["hidden"] is None:
+            from genvar_bench.methods.rbm import default_hidden_units
+            defaults["hidden"] = default_hidden_units(data_dim)
         names = sorted(defaults)
         sample_counts = args.k or getattr(METHODS[method], "default_num_samples", None) \
             or profile.num_samples
@@ -150,8 +157,8 @@ def command_run(args) -> int:
     unknown = [name for name in args.method if name not in METHODS]
     if unknown:
         sys.exit(f"error: unknown method {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
-    configs = build_configs(args, profile)
     dataset = datasets.load_dataset(args.dataset or profile.dataset, args.data_dir)
+    configs = build_configs(args, profile, dataset.data_dim)
     mismatched = sorted({config.method for config in configs
                          if getattr(METHODS[config.method], "data_kind", "binary") != dataset.kind})
     if mismatched:

@@ -67,6 +67,23 @@ class Method(nn.Module, abc.ABC):
         of KL(q || p) up to the constant E_D[log D(x)]."""
         return self.bound(x).mean()
 
+    def prepare_training(self, train_data: torch.Tensor) -> None:
+        """Called once before training: a method may set data-dependent initial values."""
+
+    def make_optimizer(self, profile) -> torch.optim.Optimizer:
+        """The optimizer: Adam with the profile's eps (the IWAE paper's); its learning
+        rate is set per epoch from `epoch_settings`."""
+        return torch.optim.Adam(self.parameters(), lr=profile.stages[0][1],
+                                betas=(0.9, 0.999), eps=profile.adam_eps)
+
+    def epoch_settings(self, profile) -> list[dict[str, float]]:
+        """One dict per epoch of optimizer settings (e.g. lr) applied to every param
+        group at the epoch's start: here the profile's staged learning rates."""
+        return [{"lr": rate} for epochs, rate in profile.stages for _ in range(epochs)]
+
+    def training_batch_size(self, profile) -> int:
+        return profile.batch_size
+
     def prepare_scoring(self, train_data: torch.Tensor) -> None:
         """Called once after training, before any bound is scored: a method whose
         p depends on the training set (the DAE's prior) fixes it here."""

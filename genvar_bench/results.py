@@ -17,6 +17,7 @@ KEY = ["method", "variant", "k", "layers", "seed", "device", "backend"]
 # Columns of the Markdown summary, in order.
 SUMMARY_COLUMNS = ["method", "variant", "k", "layers", "seed", "device", "backend", "train_bound",
                    "test_bound", "test_reconstruction", "test_kl", "test_nll", "nll_estimator", "test_bits_per_dim",
+                   "test_cd_objective",
                    "active_units",
                    "train_examples_per_s", "eval_seconds", "epochs", "parameters"]
 
@@ -62,7 +63,8 @@ def merge_rows(existing: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
 def to_markdown(table: pd.DataFrame, title: str) -> str:
     columns = [column for column in SUMMARY_COLUMNS if column in table.columns]
     shown = table[columns].copy()
-    for column in ("train_bound", "test_bound", "test_reconstruction", "test_kl", "test_nll"):
+    for column in ("train_bound", "test_bound", "test_reconstruction", "test_kl", "test_nll",
+                   "test_cd_objective"):
         if column in shown:
             shown[column] = shown[column].map(lambda value: "-" if pd.isna(value) else f"{value:.2f}")
     if "test_bits_per_dim" in shown:

@@ -139,9 +139,13 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
     train_x = data.train.to(device)
     stats = train(method, train_x, profile, config.seed, show_progress, config.label)
     method.eval()
+    method.show_progress = show_progress  # for long scoring preparations (AIS)
+    start = time.perf_counter()
     method.prepare_scoring(train_x)
+    preparation_seconds = time.perf_counter() - start
     torch.manual_seed(config.seed + 1)
     scores = evaluate(method, data, device, profile.eval_samples, show_progress)
+    scores["eval_seconds"] += preparation_seconds  # scoring includes its preparation (AIS)
     if samples_path is not None:
         save_samples(method, data, samples_path)
     return {

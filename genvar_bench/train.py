@@ -1,4 +1,5 @@
-"""Training loop shared by every method: Adam over minibatches, staged learning rates."""
+"""Training loop shared by every method: minibatches, the method's optimizer and
+per-epoch settings (Adam with staged learning rates unless the method says otherwise)."""
 from __future__ import annotations
 
 import math
@@ -26,27 +27,29 @@ class TrainStats:
 
 def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
           show_progress: bool = True, description: str = "train") -> TrainStats:
-    """Trains `method` in place on `train_data` [N, D] (already on the method's device)."""
+    """Trains `method` in place on `train_data` [N, D] (already on the method's device),
+    with the method's optimizer, per-epoch settings and batch size (by default Adam,
+    the profile's staged learning rates and batch size)."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(method.parameters(), lr=profile.stages[0][1],
-                                 betas=(0.9, 0.999), eps=profile.adam_eps)
+    method.prepare_training(train_data)
+    optimizer = method.make_optimizer(profile)
+    settings = method.epoch_settings(profile)
+    batch_size = method.training_batch_size(profile)
     num_examples = train_data.shape[0]
-    steps_per_epoch = -(-num_examples // profile.batch_size)
+    steps_per_epoch = -(-num_examples // batch_size)
     stats = TrainStats()
-    bar = tqdm(total=profile.epochs * steps_per_epoch, desc=description, unit="step",
+    bar = tqdm(total=len(settings) * steps_per_epoch, desc=description, unit="step",
                disable=not show_progress, leave=False, dynamic_ncols=True)
     start = time.perf_counter()
-    for stage_epochs, rate in profile.stages:
+    for epoch_settings in settings:
         for group in optimizer.param_groups:
-            group["lr"] = rate
-        for _ in range(stage_epochs):
-            epoch_loss = _train_epoch(method, optimizer, train_data, profile.batch_size,
-                                      generator, bar)
-            stats.epochs += 1
-            stats.examples += num_examples
-            stats.seconds = time.perf_counter() - start
-            stats.history.append((stats.epochs, stats.seconds, epoch_loss))
-            bar.set_postfix(epoch=stats.epochs, loss=f"{epoch_loss:.2f}")
+            group.update(epoch_settings)
+        epoch_loss = _train_epoch(method, optimizer, train_data, batch_size, generator, bar)
+        stats.epochs += 1
+        stats.examples += num_examples
+        stats.seconds = time.perf_counter() - start
+        stats.history.append((stats.epochs, stats.seconds, epoch_loss))
+        bar.set_postfix(epoch=stats.epochs, loss=f"{epoch_loss:.2f}")
     bar.close()
     return stats
 

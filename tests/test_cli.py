@@ -157,7 +157,7 @@ def test_diffusion_rows_report_their_bound_trajectory_bounds_and_a_trajectory_st
 def test_diffusion_steps_default_to_the_profiles():
     from genvar_bench.profiles import get_profile
     args = cli.build_parser().parse_args(["run", "--method", "diffusion,vae"])
-    configs = cli.build_configs(args, get_profile("quick"))
+    configs = cli.build_configs(args, get_profile("quick"), 64)
     assert [dict(config.options).get("diffusion_steps") for config in configs] == [100, None, None]
     assert configs[0].num_samples == 10
 
@@ -179,3 +179,29 @@ def test_gaussian_diffusion_on_continuous_data_reports_bits_per_dim(tmp_path):
 def test_a_method_on_the_wrong_kind_of_data_is_an_error(tmp_path, method, dataset):
     with pytest.raises(SystemExit, match=f"{method} cannot model {dataset}"):
         cli.main(["run", "--dataset", dataset, "--method", method, "--out", str(tmp_path)])
+
+
+def test_rbm_rows_report_ais_log_z_and_the_cd_objective(tmp_path):
+    args = ["--dataset", "digits", "--epochs", "2", "--no-progress", "--out", str(tmp_path),
+            "--method", "rbm-cd,rbm-pcd", "--hidden", "16"]
+    assert cli.main(["run", *args]) == 0
+    rows = pd.read_csv(tmp_path / "digits" / "quick" / "results.csv")
+    assert list(rows["method"]) == ["rbm-cd", "rbm-cd", "rbm-pcd"]
+    assert list(rows["k"]) == [1, 25, 1] and (rows["variant"] == "hidden=16").all()
+    assert rows["nll_estimator"].str.startswith("AIS log Z (14500 temperatures, 100 runs)").all()
+    # -log p(x) = log Z - Z_x, and the bound is the NLL itself (the chain's KL is exact).
+    assert ((rows["test_log_z"] - rows["test_neg_free_energy"] - rows["test_nll"]).abs()
+            < 1e-6).all()
+    assert ((rows["test_bound"] - rows["test_nll"]).abs() < 1e-6).all()
+    assert (rows["test_log_z_low"] <= rows["test_log_z"]).all()
+    assert (rows["test_log_z"] <= rows["test_log_z_high"]).all()
+    assert rows["test_cd_objective"].notna().all() and rows["test_iw_bound_k1"].isna().all()
+    assert "test_cd_objective" in (tmp_path / "digits" / "quick" / "results.md").read_text()
+
+
+def test_rbm_hidden_units_default_to_the_data():
+    from genvar_bench.profiles import get_profile
+    args = cli.build_parser().parse_args(["run", "--method", "rbm-cd"])
+    assert [config.variant for config in cli.build_configs(args, get_profile("quick"), 784)] == [
+        "hidden=500", "hidden=500"]
+    assert cli.build_configs(args, get_profile("quick"), 64)[0].variant == "hidden=100"

@@ -25,6 +25,8 @@ VARIANTS = [
     ("diffusion", {"diffusion_steps": 8}, [1]),
     ("diffusion", {"diffusion_steps": 8, "schedule": "linear", "network": "conv"}, [1]),
     ("diffusion-gauss", {"diffusion_steps": 8}, [1]),
+    ("rbm-cd", {"hidden": 20}, [1]),
+    ("rbm-pcd", {"hidden": 20}, [1]),
 ]
 CASES = [pytest.param(name, options, layers, id=f"{name}-{'-'.join(map(str, options.values()))}-L{layers}")
          for name, options, all_layers in VARIANTS for layers in all_layers]
@@ -73,7 +75,10 @@ def test_iwae_bound_is_tighter_than_the_vae_bound_on_the_same_samples(layers):
     assert torch.all(importance <= elbo + 1e-5)
 
 
-@pytest.mark.parametrize("name, options, layers", CASES)
+@pytest.mark.parametrize("name, options, layers",
+                         # RBM chains draw binary units: float32 rounding can flip one, so
+                         # tests/test_rbm.py compares the RBM backends in float64.
+                         [case for case in CASES if not case.values[0].startswith("rbm")])
 def test_fused_and_reference_backends_agree_with_gradients(name, options, layers):
     x = binary_batch()
     fused = make(name, layers, 5, "fused", **options)

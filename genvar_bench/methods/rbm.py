@@ -1,0 +1,280 @@
+"""Restricted Boltzmann machines trained by contrastive divergence (the seed's fifth
+example), scored by annealed importance sampling.
+
+The RBM: E(x, z) = -x'Wz - b'x - c'z over binary x [D] and z [H]. Writing
+Z_x = log sum_z exp(-E(x, z)) = b'x + sum_j softplus(c_j + (W'x)_j) and
+Z_z = log sum_x exp(-E(x, z)) = c'z + sum_d softplus(b_d + (Wz)_d), the
+conditionals are log q(z|x) = -E(x, z) - Z_x and log p(x|z) = -E(x, z) - Z_z.
+
+The seed's reading: q is the Gibbs chain started at data, x_0 ~ D, z_0 ~ q(z|x_0),
+x_1 ~ p(x|z_0), ..., z_k ~ q(z|x_k); p runs it backwards from p(z_k) with the same
+(tied) weights. Every conditional cancels except the ends:
+
+    log q(x_0, z_0, ..., x_k, z_k) / p(x_0, z_0, ..., x_k, z_k)
+        = log D(x_0) - log p(z_k) + Z_{z_k} - Z_{x_0}.
+
+The "CD objective" column is the mean of Z_{z_k} - Z_{x_0} over chains from the
+test set. With p(z_k) the RBM's own marginal, exp(Z_z) / Z, the chain's KL is
+the model's: log q/p = log D(x_0) - (Z_{x_0} - log Z) for every chain, so the
+bound the seed builds is the RBM's exact -log p(x) = log Z - Z_x, whatever k.
+log Z comes from AIS (`estimators.ais_log_z`) after training.
+
+CD-k follows the gradient of F(x_0) - F(x_k) with F(x) = -Z_x the free energy
+and x_k drawn (held fixed) by k Gibbs sweeps from the data: CD-k starts each
+update's chains at the batch, PCD (Tieleman 2008) keeps persistent chains.
+Here k (the run's `--k`) is the number of Gibbs sweeps per update.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from genvar_bench import estimators
+from genvar_bench.core import GenerativeModel, InferenceModel, Method, register
+from genvar_bench.ops.rbm import next_offset
+
+# Learning settings of the RBMs in Salakhutdinov & Murray (2008), after Hinton &
+# Salakhutdinov (2006): minibatches of 100 (on MNIST-sized data; on small data such as
+# digits, where 100 leaves 12 updates per epoch, the profile's 20), momentum 0.5 for the
+# first 5 epochs and 0.9 after, weight decay 2e-4 on the weights. The learning rate
+# starts at the method's `learning_rate` and falls linearly to a tenth of it by the last
+# epoch. PCD takes a smaller rate: its persistent chains must keep up with the weights
+# (on digits, quick profile: PCD-1 17.21 nats at 0.01 against 18.94 at 0.05).
+BATCH_SIZE = 100
+MOMENTUM_EPOCHS, INITIAL_MOMENTUM, FINAL_MOMENTUM = 5, 0.5, 0.9
+WEIGHT_DECAY = 2e-4
+FINAL_RATE_FRACTION = 0.1
+
+# Sweeps from the base-rate model to a sample shown in the grid.
+SAMPLE_SWEEPS = 1000
+
+
+def default_hidden_units(data_dim: int) -> int:
+    """500 hidden units on MNIST-sized data (the paper's RBM), 100 on small data (digits)."""
+    return 500 if data_dim > 256 else 100
+
+
+class RBM(nn.Module):
+    """The weights W [D, H], visible biases b [D] and hidden biases c [H]."""
+
+    def __init__(self, visible_dim: int, hidden_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(0.01 * torch.randn(visible_dim, hidden_dim))
+        self.visible_bias = nn.Parameter(torch.zeros(visible_dim))
+        self.hidden_bias = nn.Parameter(torch.zeros(hidden_dim))
+
+    @property
+    def parameters_tuple(self):
+        return self.weight, self.visible_bias, self.hidden_bias
+
+    def visible_log_marginal(self, x: torch.Tensor) -> torch.Tensor:
+        """Z_x [B] = log sum_z exp(-E(x, z)): minus the free energy."""
+        return estimators.rbm_visible_log_marginal(x, *self.parameters_tuple)
+
+    def hidden_log_marginal(self, z: torch.Tensor) -> torch.Tensor:
+        """Z_z [B] = log sum_x exp(-E(x, z))."""
+        return estimators.rbm_hidden_log_marginal(z, *self.parameters_tuple)
+
+
+class GibbsInference(InferenceModel):
+    """q: the Gibbs chain from data, with the RBM's (tied) weights."""
+
+    def __init__(self, rbm: RBM):
+        super().__init__()
+        self.rbm = rbm
+
+
+class RBMGenerative(GenerativeModel):
+    """p: the RBM, its chain run backwards from p(z_k); the same weights as q."""
+
+    def __init__(self, rbm: RBM):
+        super().__init__()
+        self.rbm = rbm
+
+
+class RBMMethod(Method):
+    """Shared by rbm-cd and rbm-pcd: the RBM, its Philox chain stream, AIS scoring."""
+
+    persistent: bool = False
+    learning_rate: float = 0.05
+
+    def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 1,
+                 backend: str = "fused", hidden: int | None = None):
+        if layers != 1:
+            raise ValueError(f"an RBM has one hidden layer, got layers={layers}")
+        hidden = default_hidden_units(data_dim) if hidden is None else hidden
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        rbm = RBM(data_dim, hidden)
+        super().__init__(GibbsInference(rbm), RBMGenerative(rbm), num_samples, backend)
+        self.rbm = rbm
+        # The chains' Philox stream: a seed drawn from torch's generator (so fixed by
+        # the run's seed) and the next unused offset, saved with the model.
+        self.chain_seed = int(torch.randint(2**62, ()).item())
+        self.chain_offset = 0
+        self.register_buffer("base_visible_bias", torch.zeros(data_dim))
+        self.register_buffer("persistent_chains", torch.empty(0, data_dim))
+        # AIS estimate of log Z (prepare_scoring): value, low and high 3-sigma values.
+        self.register_buffer("log_z", torch.full((3,), math.nan, dtype=torch.float64))
+        self.ais_settings = ""
+
+    def get_extra_state(self):
+        return {"chain_seed": self.chain_seed, "chain_offset": self.chain_offset,
+                "ais_settings": self.ais_settings}
+
+    def set_extra_state(self, state):
+        self.chain_seed = state["chain_seed"]
+        self.chain_offset = state["chain_offset"]
+        self.ais_settings = state["ais_settings"]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "persistent_chains")
+        if saved is not None:
+            self.persistent_chains = self.persistent_chains.new_empty(saved.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # --- the chains ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def gibbs(self, x: torch.Tensor, sweeps: int, beta: float = 1.0,
+              base_visible_bias: torch.Tensor | None = None):
+        """(x, z) after `sweeps` Gibbs sweeps from x [B, D], on the method's stream."""
+        x_out, z = self.ops.rbm_gibbs(x, *self.rbm.parameters_tuple, beta, sweeps,
+                                      self.chain_seed, self.chain_offset, base_visible_bias)
+        self.chain_offset = next_offset(self.chain_offset, sweeps)
+        return x_out, z
+
+    def negative_samples(self, x: torch.Tensor) -> torch.Tensor:
+        """x_k: k sweeps from the batch (CD) or from the persistent chains (PCD)."""
+        if not self.persistent:
+            return self.gibbs(x, self.num_samples)[0]
+        if self.persistent_chains.shape[0] == 0:
+            # The first update's batch starts the chains; their number stays fixed.
+            self.persistent_chains = x.detach().clone()
+        self.persistent_chains = self.gibbs(self.persistent_chains, self.num_samples)[0]
+        return self.persistent_chains
+
+    # --- training -----------------------------------------------------------------
+
+    def prepare_training(self, train_data: torch.Tensor) -> None:
+        """Visible biases start at the log-odds of the training pixel means (Hinton 2010)."""
+        with torch.no_grad():
+            self.rbm.visible_bias.copy_(estimators.base_rate_visible_bias(train_data))
+
+    def make_optimizer(self, profile) -> torch.optim.Optimizer:
+        """SGD with momentum; weight decay on the weights only."""
+        return torch.optim.SGD([
+            {"params": [self.rbm.weight], "weight_decay": WEIGHT_DECAY},
+            {"params": [self.rbm.visible_bias, self.rbm.hidden_bias], "weight_decay": 0.0},
+        ], lr=self.learning_rate, momentum=INITIAL_MOMENTUM)
+
+    def epoch_settings(self, profile) -> list[dict[str, float]]:
+        epochs = profile.epochs
+        rate = self.learning_rate
+        return [{"lr": rate * (1 - (1 - FINAL_RATE_FRACTION) * epoch / max(1, epochs - 1)),
+                 "momentum": INITIAL_MOMENTUM if epoch < MOMENTUM_EPOCHS else FINAL_MOMENTUM}
+                for epoch in range(epochs)]
+
+    def training_batch_size(self, profile) -> int:
+        return BATCH_SIZE if self.rbm.weight.shape[0] > 256 else profile.batch_size
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x_0) - F(x_k) averaged over the batch: its gradient is the CD-k update
+        (x_k held fixed), -<x z'>_data + <x z'>_model with z at its conditional mean."""
+        negative = self.negative_samples(x)
+        return (self.rbm.visible_log_marginal(negative).mean()
+                - self.rbm.visible_log_marginal(x).mean())
+
+    # --- scoring ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def prepare_scoring(self, train_data: torch.Tensor, *, num_runs: int = 100,
+                        num_temperatures: int = 14500) -> None:
+        """Estimates log Z by AIS from the base-rate model of the training data
+        (Salakhutdinov & Murray 2008: 14,500 temperatures, 100 runs)."""
+        from tqdm.auto import tqdm
+
+        self.base_visible_bias = estimators.base_rate_visible_bias(train_data).to(
+            self.base_visible_bias)
+        with tqdm(total=num_temperatures, desc="AIS", unit="beta", disable=not getattr(self, "show_progress", False),
+                  leave=False, dynamic_ncols=True) as bar:
+            result = estimators.ais_log_z(
+                *self.rbm.parameters_tuple, self.base_visible_bias, num_runs=num_runs,
+                num_temperatures=num_temperatures, seed=self.chain_seed, backend=self.backend,
+                progress=bar.update)
+        self.log_z = torch.tensor([result.log_z, result.log_z_low, result.log_z_high],
+                                  dtype=torch.float64, device=self.log_z.device)
+        self.ais_settings = f"{num_temperatures} temperatures, {num_runs} runs"
+
+    def _log_z(self) -> float:
+        value = self.log_z[0].item()
+        if math.isnan(value):
+            raise RuntimeError("log Z is not estimated: call prepare_scoring(train_data) "
+                               "after training, before any bound or NLL")
+        return value
+
+    def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """[k, B] log p(x, tau) - log q(tau | x) along Gibbs chains from x with p(z_k)
+        the RBM's marginal: Z_x - log Z for every chain (see the module docstring)."""
+        log_p = self.rbm.visible_log_marginal(x) - self._log_z()
+        return log_p.expand(num_samples, -1)
+
+    def bound(self, x: torch.Tensor) -> torch.Tensor:
+        """[B] log Z - Z_x: the chain's KL is exact, so the bound is -log p(x) itself
+        (with log Z from AIS, an estimate)."""
+        return self._log_z() - self.rbm.visible_log_marginal(x)
+
+    def importance_bound_samples(self, num_examples, candidates):
+        return ()  # every k-sample bound equals the NLL: the weights do not vary
+
+    @torch.no_grad()
+    def cd_objective(self, x: torch.Tensor, sweeps: int | None = None) -> torch.Tensor:
+        """[B] Z_{z_k} - Z_{x_0} along one chain from each x_0 in x: x_k after k sweeps,
+        then z_k ~ q(z | x_k) (the hidden draw of sweep k + 1). k defaults to the
+        method's own."""
+        sweeps = self.num_samples if sweeps is None else sweeps
+        _, z_k = self.gibbs(x, sweeps + 1)
+        return self.rbm.hidden_log_marginal(z_k) - self.rbm.visible_log_marginal(x)
+
+    @torch.no_grad()
+    def test_nll(self, x: torch.Tensor, eval_samples: int, progress=None):
+        log_z = self._log_z()
+        terms = {"neg_free_energy": [], "cd_objective": []}
+        for start in range(0, x.shape[0], 1000):
+            batch = x[start:start + 1000]
+            terms["neg_free_energy"].append(self.rbm.visible_log_marginal(batch))
+            terms["cd_objective"].append(self.cd_objective(batch))
+            if progress is not None:
+                progress(batch.shape[0])
+        terms = {name: torch.cat(values) for name, values in terms.items()}
+        constant = torch.ones_like(terms["neg_free_energy"])
+        terms["log_z"] = constant * log_z
+        terms["log_z_low"] = constant * self.log_z[1].item()
+        terms["log_z_high"] = constant * self.log_z[2].item()
+        return (log_z - terms["neg_free_energy"], f"AIS log Z ({self.ais_settings})", terms)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """[n, D] means p(x | z) after SAMPLE_SWEEPS sweeps from the base-rate model."""
+        base = self.base_visible_bias
+        x = torch.bernoulli(torch.sigmoid(base).expand(num_samples, -1).contiguous())
+        _, z = self.gibbs(x, SAMPLE_SWEEPS)
+        return torch.sigmoid(z @ self.rbm.weight.T + self.rbm.visible_bias)
+
+
+@register("rbm-cd")
+class ContrastiveDivergenceRBM(RBMMethod):
+    """CD-k: each update's chains start at the batch (k = 1, 3, 25 in the paper)."""
+
+    default_num_samples = (1, 25)
+
+
+@register("rbm-pcd")
+class PersistentContrastiveDivergenceRBM(RBMMethod):
+    """PCD-k (Tieleman 2008): one set of chains persists across updates."""
+
+    default_num_samples = (1,)
+    persistent = True
+    learning_rate = 0.01

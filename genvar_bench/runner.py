@@ -128,16 +128,20 @@ GRID_SAMPLES = 100
 
 
 def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: bool = True,
-            samples_path: Path | None = None) -> dict:
+            samples_path: Path | None = None, checkpoint: Path | None = None,
+            checkpoint_seconds: float = 300.0) -> dict:
     """Trains `config` on `data` under `profile` and returns its results row; with
-    `samples_path`, saves a PNG grid of samples from the trained model there."""
+    `samples_path`, saves a PNG grid of samples from the trained model there; with
+    `checkpoint`, training saves its state there every `checkpoint_seconds` and at its
+    end, and resumes from it (see `train`)."""
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     method = build_method(config.method, data_dim=data.data_dim, layers=config.layers,
                           num_samples=config.num_samples, backend=config.backend,
                           **dict(config.options)).to(device)
     train_x = data.train.to(device)
-    stats = train(method, train_x, profile, config.seed, show_progress, config.label)
+    stats = train(method, train_x, profile, config.seed, show_progress, config.label,
+                  checkpoint, checkpoint_seconds)
     method.eval()
     method.show_progress = show_progress  # for long scoring preparations (AIS)
     start = time.perf_counter()
@@ -149,7 +153,8 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
     if samples_path is not None:
         save_samples(method, data, samples_path)
     return {
-        "dataset": data.name, "profile": profile.name, "method": config.method,
+        "dataset": data.name, "profile": profile.name, "status": "ok", "error": "",
+        "method": config.method,
         "variant": config.variant,
         "k": config.num_samples, "layers": config.layers, "seed": config.seed,
         "device": device.type, "backend": config.backend, **scores,

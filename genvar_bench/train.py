@@ -2,9 +2,13 @@
 per-epoch settings (Adam with staged learning rates unless the method says otherwise)."""
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -26,10 +30,17 @@ class TrainStats:
 
 
 def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
-          show_progress: bool = True, description: str = "train") -> TrainStats:
+          show_progress: bool = True, description: str = "train",
+          checkpoint: Path | None = None, checkpoint_seconds: float = 300.0) -> TrainStats:
     """Trains `method` in place on `train_data` [N, D] (already on the method's device),
     with the method's optimizer, per-epoch settings and batch size (by default Adam,
-    the profile's staged learning rates and batch size)."""
+    the profile's staged learning rates and batch size).
+
+    With `checkpoint`, the state (model, optimizer, random generators, statistics) is
+    saved there at the end of an epoch once `checkpoint_seconds` have passed since the
+    last save, and at the end; a checkpoint left by an interrupted run of the same
+    length is resumed from, and the run then ends as the uninterrupted one would have
+    (on the CPU: bit for bit)."""
     generator = torch.Generator().manual_seed(seed)
     method.prepare_training(train_data)
     optimizer = method.make_optimizer(profile)
@@ -38,10 +49,14 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
     num_examples = train_data.shape[0]
     steps_per_epoch = -(-num_examples // batch_size)
     stats = TrainStats()
-    bar = tqdm(total=len(settings) * steps_per_epoch, desc=description, unit="step",
-               disable=not show_progress, leave=False, dynamic_ncols=True)
-    start = time.perf_counter()
-    for epoch_settings in settings:
+    if checkpoint is not None and checkpoint.exists():
+        stats = _resume(checkpoint, method, optimizer, generator, len(settings)) or stats
+    bar = tqdm(total=len(settings) * steps_per_epoch, initial=stats.epochs * steps_per_epoch,
+               desc=description, unit="step", disable=not show_progress, leave=False,
+               dynamic_ncols=True)
+    start = time.perf_counter() - stats.seconds
+    last_save = time.perf_counter()
+    for epoch_settings in settings[stats.epochs:]:
         for group in optimizer.param_groups:
             group.update(epoch_settings)
         epoch_loss = _train_epoch(method, optimizer, train_data, batch_size, generator, bar)
@@ -50,7 +65,43 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
         stats.seconds = time.perf_counter() - start
         stats.history.append((stats.epochs, stats.seconds, epoch_loss))
         bar.set_postfix(epoch=stats.epochs, loss=f"{epoch_loss:.2f}")
+        if checkpoint is not None and (time.perf_counter() - last_save >= checkpoint_seconds
+                                       or stats.epochs == len(settings)):
+            _save_checkpoint(checkpoint, method, optimizer, generator, stats, len(settings))
+            last_save = time.perf_counter()
     bar.close()
+    return stats
+
+
+def _save_checkpoint(path: Path, method, optimizer, generator, stats: TrainStats,
+                     num_epochs: int) -> None:
+    """Written to a temporary name, then renamed: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save({"num_epochs": num_epochs, "method": method.state_dict(),
+                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "stats": dataclasses.asdict(stats)}, temporary)
+    os.replace(temporary, path)
+
+
+def _resume(path: Path, method, optimizer, generator, num_epochs: int) -> TrainStats | None:
+    """Loads a checkpoint into the training state; None (and a warning) when it belongs
+    to a run of another length, which then starts afresh."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["num_epochs"] != num_epochs:
+        warnings.warn(f"{path} is from a run of {state['num_epochs']} epochs, not "
+                      f"{num_epochs}: training starts afresh")
+        return None
+    method.load_state_dict(state["method"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    stats = TrainStats(**state["stats"])
+    stats.history = [tuple(entry) for entry in stats.history]
     return stats
 
 

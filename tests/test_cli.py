@@ -38,16 +38,67 @@ def test_run_writes_csv_and_markdown_with_the_expected_columns(tmp_path):
     assert "| iwae" in markdown and "test_nll" in markdown
 
 
-def test_new_rows_are_added_and_same_configuration_replaced(tmp_path):
+def test_new_rows_are_added_done_ones_skipped_and_forced_ones_replaced(tmp_path, capsys):
     run(tmp_path, "--method", "iwae", "--k", "1")
     first = table(tmp_path)
     run(tmp_path, "--method", "iwae", "--k", "3", "--backend", "reference")
-    run(tmp_path, "--method", "iwae", "--k", "1", "--seed", "0")
+    run(tmp_path, "--method", "iwae", "--k", "1", "--seed", "0")  # done: skipped
+    assert "in results.csv, skipped" in capsys.readouterr().err
     rows = table(tmp_path)
     assert len(rows) == 2
     assert set(zip(rows["k"], rows["backend"])) == {(1, "fused"), (3, "reference")}
-    replaced = rows[rows["k"] == 1].iloc[0]
-    assert replaced["finished_at"] >= first.iloc[0]["finished_at"]
+    assert rows[rows["k"] == 1].iloc[0]["finished_at"] == first.iloc[0]["finished_at"]
+    run(tmp_path, "--method", "iwae", "--k", "1", "--force")
+    replaced = table(tmp_path)
+    assert len(replaced) == 2
+    assert replaced[replaced["k"] == 1].iloc[0]["git_commit"] == first.iloc[0]["git_commit"]
+    assert (replaced[replaced["k"] == 1].iloc[0]["finished_at"]
+            >= first.iloc[0]["finished_at"])
+
+
+def test_seeds_give_one_row_each(tmp_path):
+    assert run(tmp_path, "--method", "vae", "--k", "1", "--seeds", "0,3") == 0
+    rows = table(tmp_path)
+    assert list(rows["seed"]) == [0, 3] and (rows["status"] == "ok").all()
+    assert rows["test_nll"].nunique() == 2
+
+
+def test_a_failing_method_is_a_failed_row_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    real_run_one = runner.run_one
+
+    def iwae_fails(config, *args, **kwargs):
+        if config.method == "iwae":
+            raise RuntimeError("the decoder exploded")
+        return real_run_one(config, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_one", iwae_fails)
+    assert run(tmp_path, "--method", "iwae,vae", "--k", "1") == 1
+    rows = table(tmp_path).set_index("method")
+    assert rows.loc["iwae", "status"] == "failed"
+    assert rows.loc["iwae", "error"] == "RuntimeError: the decoder exploded"
+    assert rows.loc["vae", "status"] == "ok" and rows.loc["vae", "test_nll"] > 0
+    assert "1 failed: iwae" in capsys.readouterr().err
+    # A failed row is not done: the next run retries it.
+    monkeypatch.setattr(runner, "run_one", real_run_one)
+    assert run(tmp_path, "--method", "iwae,vae", "--k", "1") == 0
+    rows = table(tmp_path).set_index("method")
+    assert (rows["status"] == "ok").all() and rows.loc["iwae", "test_nll"] > 0
+
+
+def test_run_all_covers_every_method_for_the_data(tmp_path):
+    from genvar_bench.profiles import get_profile
+    args = cli.build_parser().parse_args(["run", "--all", "--seeds", "0,1"])
+    configs = cli.build_configs(args, get_profile("quick"), 64, "binary")
+    by_method = {}
+    for config in configs:
+        by_method.setdefault(config.method, set()).add(config.num_samples)
+    assert by_method == {"vae": {1, 5, 50}, "iwae": {1, 5, 50}, "rws": {5}, "dae": {1},
+                         "diffusion": {10}, "rbm-cd": {1, 25}, "rbm-pcd": {1}}
+    assert len(configs) == 2 * 12 and {config.seed for config in configs} == {0, 1}
+    continuous = cli.build_configs(args, get_profile("quick"), 64, "continuous")
+    assert {config.method for config in continuous} == {"diffusion-gauss"}
+    with pytest.raises(SystemExit, match="not both"):
+        run(tmp_path, "--all", "--method", "vae")
 
 
 def test_interrupt_keeps_the_finished_rows(tmp_path, monkeypatch):
@@ -205,3 +256,75 @@ def test_rbm_hidden_units_default_to_the_data():
     assert [config.variant for config in cli.build_configs(args, get_profile("quick"), 784)] == [
         "hidden=500", "hidden=500"]
     assert cli.build_configs(args, get_profile("quick"), 64)[0].variant == "hidden=100"
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_bit_for_bit(tmp_path, monkeypatch):
+    """Checkpoints every epoch; the run is killed in its third epoch; the next run resumes
+    and ends with exactly the parameters of an uninterrupted run."""
+    import torch
+
+    from genvar_bench import train as training
+    from genvar_bench.core import build_method
+    from genvar_bench.data import load_dataset
+    from genvar_bench.profiles import get_profile
+
+    data = load_dataset("digits")
+    profile = get_profile("quick").scaled(4)
+
+    def fresh(name):
+        torch.manual_seed(0)
+        return build_method(name, data_dim=64, num_samples=2, hidden=16) if name.startswith(
+            "rbm") else build_method(name, data_dim=64, num_samples=2)
+
+    for name in ("vae", "rbm-pcd"):
+        reference = fresh(name)
+        torch.manual_seed(1)
+        full = training.train(reference, data.train, profile, seed=0, show_progress=False)
+        checkpoint = tmp_path / f"{name}.pt"
+        real_epoch, calls = training._train_epoch, []
+
+        def dies_in_epoch_3(*args):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return real_epoch(*args)
+
+        monkeypatch.setattr(training, "_train_epoch", dies_in_epoch_3)
+        killed = fresh(name)
+        torch.manual_seed(1)
+        with pytest.raises(KeyboardInterrupt):
+            training.train(killed, data.train, profile, seed=0, show_progress=False,
+                           checkpoint=checkpoint, checkpoint_seconds=0)
+        monkeypatch.setattr(training, "_train_epoch", real_epoch)
+        assert checkpoint.exists()
+        torch.manual_seed(123)  # whatever the process did since: the checkpoint restores it
+        resumed_model = fresh(name)
+        resumed = training.train(resumed_model, data.train, profile, seed=0, show_progress=False,
+                                 checkpoint=checkpoint, checkpoint_seconds=0)
+        assert resumed.epochs == 4 and [entry[0] for entry in resumed.history] == [1, 2, 3, 4]
+        assert [entry[2] for entry in resumed.history] == [entry[2] for entry in full.history]
+        for (key, value), (_, expected) in zip(resumed_model.state_dict().items(),
+                                               reference.state_dict().items()):
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, expected) or (
+                    value.isnan().all() and expected.isnan().all()), key
+
+
+def test_a_checkpoint_of_another_length_is_not_resumed(tmp_path):
+    import torch
+
+    from genvar_bench.core import build_method
+    from genvar_bench.data import load_dataset
+    from genvar_bench.profiles import get_profile
+    from genvar_bench.train import train
+
+    data = load_dataset("digits")
+    checkpoint = tmp_path / "vae.pt"
+    train(build_method("vae", data_dim=64), data.train, get_profile("quick").scaled(1), seed=0,
+          show_progress=False, checkpoint=checkpoint)
+    assert torch.load(checkpoint, weights_only=False)["num_epochs"] == 1
+    with pytest.warns(UserWarning, match="starts afresh"):
+        stats = train(build_method("vae", data_dim=64), data.train,
+                      get_profile("quick").scaled(2), seed=0, show_progress=False,
+                      checkpoint=checkpoint)
+    assert stats.epochs == 2 and torch.load(checkpoint, weights_only=False)["num_epochs"] == 2

@@ -1,4 +1,5 @@
-"""Command line: `python -m genvar_bench run ...` trains, scores and tabulates methods."""
+"""Command line: `python -m genvar_bench run ...` trains, scores and tabulates methods;
+`report` makes the tables and figures; `bench` checks the kernels' speed-ups."""
 from __future__ import annotations
 
 import argparse
@@ -94,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--hidden", type=_int_list,
                          help="rbm-cd, rbm-pcd: hidden units (default 500 on MNIST, 100 on digits); "
                               "--k is the Gibbs sweeps per update (CD-k, PCD-k)")
+    report = commands.add_parser(
+        "report", help="summary tables (results.md) and seaborn figures from results/*/*/results.csv")
+    report.add_argument("--out", default="results", help="results folder (default: results/)")
+    from genvar_bench.bench import add_parser as add_bench_parser
+    add_bench_parser(commands)
     return parser
 
 
@@ -236,7 +242,8 @@ def command_run(args) -> int:
             row = runner.run_one(config, dataset, profile, show_progress=not args.no_progress,
                                  samples_path=directory / "samples" / f"{config.file_stem}.png",
                                  checkpoint=checkpoint,
-                                 checkpoint_seconds=60 * args.checkpoint_minutes)
+                                 checkpoint_seconds=60 * args.checkpoint_minutes,
+                                 history_path=directory / "histories" / f"{config.file_stem}.csv")
         except KeyboardInterrupt:
             print(f"\ninterrupted: {finished} of {len(configs)} rows finished and kept; the same "
                   "command resumes (training from its last checkpoint)", file=sys.stderr)
@@ -274,6 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return command_run(args)
+    if args.command == "bench":
+        from genvar_bench.bench import command_bench
+        return command_bench(args)
+    if args.command == "report":
+        from genvar_bench.report import report
+        written = report(args.out)
+        for path in written:
+            print(path, file=sys.stderr)
+        if not written:
+            print(f"no results.csv under {args.out}/", file=sys.stderr)
+            return 1
+        return 0
     return 2
 
 

@@ -81,6 +81,19 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
     return f"# {title}\n\n{note}\n\n{shown.to_markdown(index=False)}\n"
 
 
+def results_markdown(table: pd.DataFrame, title: str) -> str:
+    """results.md: the summary per model (mean ± sd over seeds, throughput per device),
+    then every row."""
+    from genvar_bench.report import summary_markdown
+
+    if "status" in table:
+        rows = table[table["status"].fillna("ok") == "ok"]
+    else:
+        rows = table
+    details = to_markdown(rows, "All rows").replace("# All rows", "## All rows", 1)
+    return summary_markdown(table, title) + "\n" + details
+
+
 def update_results(out_dir: str | os.PathLike, dataset: str, profile: str,
                    rows: list[dict]) -> Path:
     """Adds or replaces `rows` in results.csv and rewrites results.md; returns the CSV path."""
@@ -89,5 +102,5 @@ def update_results(out_dir: str | os.PathLike, dataset: str, profile: str,
     table = merge_rows(read_results(csv_path), rows)
     _atomic_write_text(csv_path, table.to_csv(index=False))
     _atomic_write_text(directory / "results.md",
-                       to_markdown(table, f"{dataset}, profile {profile}"))
+                       results_markdown(table, f"{dataset}, profile {profile}"))
     return csv_path

@@ -129,11 +129,12 @@ GRID_SAMPLES = 100
 
 def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: bool = True,
             samples_path: Path | None = None, checkpoint: Path | None = None,
-            checkpoint_seconds: float = 300.0) -> dict:
+            checkpoint_seconds: float = 300.0, history_path: Path | None = None) -> dict:
     """Trains `config` on `data` under `profile` and returns its results row; with
     `samples_path`, saves a PNG grid of samples from the trained model there; with
     `checkpoint`, training saves its state there every `checkpoint_seconds` and at its
-    end, and resumes from it (see `train`)."""
+    end, and resumes from it (see `train`); with `history_path`, writes the training curve
+    there (epoch, seconds, mean training loss per epoch) as CSV."""
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     method = build_method(config.method, data_dim=data.data_dim, layers=config.layers,
@@ -142,6 +143,8 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
     train_x = data.train.to(device)
     stats = train(method, train_x, profile, config.seed, show_progress, config.label,
                   checkpoint, checkpoint_seconds)
+    if history_path is not None:
+        save_history(stats, history_path)
     method.eval()
     method.show_progress = show_progress  # for long scoring preparations (AIS)
     start = time.perf_counter()
@@ -166,6 +169,17 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
         "device_name": _device_name(device), "git_commit": git_commit(),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def save_history(stats, path: Path) -> None:
+    """The training curve as CSV (epoch, seconds, loss), written then renamed."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("epoch,seconds,loss\n" + "".join(
+        f"{epoch},{seconds:.3f},{loss!r}\n" for epoch, seconds, loss in stats.history))
+    os.replace(temporary, path)
 
 
 def _device_name(device: torch.device) -> str:

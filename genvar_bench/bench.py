@@ -1,0 +1,129 @@
+"""`python -m genvar_bench bench`: kernel-speed regression checks.
+
+The benchmarks under benchmarks/ time every fused op against its reference, eager and
+under torch.compile, in the same run. What is checked is the ratio (reference median
+over fused median), never an absolute time: these machines are noisy, ratios much less
+so. `bench --compare` fails when a ratio falls more than `tolerance` (20%) below the one
+stored in benchmarks/baselines/<device>.json; `bench --update-baseline` stores the ratios
+of this run there (an explicit step, to be committed with the change that earns it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINES = ROOT / "benchmarks" / "baselines"
+TOLERANCE = 0.2
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    from genvar_bench.runner import _device_name
+    return _device_name(torch.device("cpu"))
+
+
+def baseline_path(device: str) -> Path:
+    """benchmarks/baselines/<device>.json, <device> e.g. cpu-amd-epyc-9b14 or cuda-nvidia-h100."""
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+    return BASELINES / f"{device}-{slug}.json"
+
+
+def run_benchmarks(device: str, select: str | None, json_path: Path) -> None:
+    """Runs the benchmarks of one device (and `-k select`), raw results to json_path."""
+    expression = device if select is None else f"{device} and ({select})"
+    command = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-q", "-p", "no:cacheprovider",
+               "-k", expression, f"--benchmark-json={json_path}"]
+    print(" ".join(command), file=sys.stderr, flush=True)
+    result = subprocess.run(command, cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"the benchmarks failed (exit {result.returncode})")
+
+
+def speedups(json_path: Path) -> dict[str, float]:
+    """{"<group> / vs <baseline>": reference median / fused median} of one run."""
+    from genvar_bench.report import kernel_speedups
+
+    table = kernel_speedups(json_path)
+    return {f"{row.group} / vs {row.baseline}": float(row.speedup) for row in table.itertuples()}
+
+
+def compare(current: dict[str, float], stored: dict[str, float],
+            tolerance: float = TOLERANCE) -> list[tuple[str, float, float, bool]]:
+    """(name, stored, current, ok) for every stored ratio; ok unless the current ratio is
+    more than `tolerance` below the stored one, or missing from this run."""
+    results = []
+    for name, expected in sorted(stored.items()):
+        now = current.get(name, float("nan"))
+        results.append((name, expected, now, now >= (1 - tolerance) * expected))
+    return results
+
+
+def command_bench(args) -> int:
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda asked for, but torch sees no CUDA device")
+    path = Path(args.baseline) if args.baseline else baseline_path(device)
+    if args.json:
+        json_path = Path(args.json)
+    else:
+        handle, name = tempfile.mkstemp(suffix=".json")
+        os.close(handle)
+        json_path = Path(name)
+        run_benchmarks(device, args.select, json_path)
+    current = speedups(json_path)
+    if not current:
+        sys.exit(f"error: no fused-vs-reference pairs in {json_path}")
+    if args.update_baseline:
+        stored = json.loads(path.read_text())["speedups"] if path.exists() else {}
+        stored.update(current)  # a partial run (-k) updates only what it measured
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "device": device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "speedups": dict(sorted(stored.items()))}, indent=1) + "\n")
+        print(f"baseline of {len(current)} ratios written to {path}", file=sys.stderr)
+        return 0
+    if not args.compare:
+        for name, ratio in sorted(current.items()):
+            print(f"{ratio:8.2f}x  {name}")
+        return 0
+    if not path.exists():
+        sys.exit(f"error: no baseline at {path}; make one with `python -m genvar_bench bench "
+                 "--update-baseline`")
+    stored = json.loads(path.read_text())["speedups"]
+    if args.select:  # compare only what this run measured
+        stored = {name: value for name, value in stored.items() if name in current}
+    results = compare(current, stored, args.tolerance)
+    failures = [result for result in results if not result[3]]
+    for name, expected, now, ok in results:
+        print(f"{'ok  ' if ok else 'SLOW'} {now:8.2f}x (baseline {expected:.2f}x)  {name}")
+    print(f"{len(results) - len(failures)} of {len(results)} ratios within "
+          f"{args.tolerance:.0%} of {path.name}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def add_parser(commands) -> None:
+    bench = commands.add_parser(
+        "bench", help="kernel speed-ups over the references; --compare checks them against "
+                      "benchmarks/baselines/<device>.json")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    bench.add_argument("--compare", action="store_true",
+                       help="fail (exit 1) when a speed-up is more than --tolerance below the baseline")
+    bench.add_argument("--update-baseline", action="store_true",
+                       help="store this run's speed-ups as the device's baseline")
+    bench.add_argument("--tolerance", type=float, default=TOLERANCE,
+                       help="allowed relative drop of a speed-up (default 0.2)")
+    bench.add_argument("-k", dest="select", default=None,
+                       help="pytest -k expression: benchmark only these (e.g. rbm_gibbs)")
+    bench.add_argument("--json", default=None,
+                       help="use this pytest-benchmark JSON instead of running the benchmarks")
+    bench.add_argument("--baseline", default=None,
+                       help="baseline file (default benchmarks/baselines/<device>-<name>.json)")

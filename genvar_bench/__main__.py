@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     run.add_argument("--device", "--devices", dest="devices", type=_name_list, default=["cpu"],
                      help="comma-separated devices: cpu, cuda[:N] (default cpu)")
-    run.add_argument("--backend", choices=BACKENDS, default="fused")
+    run.add_argument("--backend", "--backends", dest="backends", type=_choice_list("backend", BACKENDS),
+                     default=["fused"], help="fused (default), reference, or both: fused,reference")
     run.add_argument("--seed", "--seeds", dest="seeds", type=_seed_list, default=[0],
                      help="comma-separated seeds, one row each (default 0)")
     run.add_argument("--force", action="store_true",
@@ -158,9 +159,9 @@ def build_configs(args, profile, data_dim: int, data_kind: str = "binary") -> li
                          or getattr(METHODS[method], "default_num_samples", None)
                          or profile.num_samples)
         for values in itertools.product(*(given.get(name, [defaults[name]]) for name in names)):
-            for k, layers, seed, device in itertools.product(sample_counts, args.layers,
-                                                             args.seeds, args.devices):
-                configs.append(RunConfig(method, k, layers, seed, device, args.backend,
+            for k, layers, seed, device, backend in itertools.product(
+                    sample_counts, args.layers, args.seeds, args.devices, args.backends):
+                configs.append(RunConfig(method, k, layers, seed, device, backend,
                                          tuple(zip(names, values))))
     return configs
 
@@ -211,7 +212,8 @@ def command_run(args) -> int:
     if args.checkpoint_minutes < 0:
         sys.exit(f"error: --checkpoint-minutes must be >= 0, got {args.checkpoint_minutes}")
     for device in args.devices:
-        _check_device(device, args.backend)
+        for backend in args.backends:
+            _check_device(device, backend)
     import genvar_bench.methods  # noqa: F401  (fills the registry)
     from genvar_bench.core import METHODS
     unknown = [name for name in args.method or [] if name not in METHODS]
@@ -230,7 +232,7 @@ def command_run(args) -> int:
     done = set() if args.force else existing_keys(directory / "results.csv")
     finished, failed, skipped = 0, [], 0
     for index, config in enumerate(configs):
-        where = f"{config.label} on {dataset.name} ({config.device}, {args.backend}, seed {config.seed})"
+        where = f"{config.label} on {dataset.name} ({config.device}, {config.backend}, seed {config.seed})"
         if config_key(config) in done:
             skipped += 1
             print(f"[{index + 1}/{len(configs)}] {where}: in results.csv, skipped (--force reruns it)",

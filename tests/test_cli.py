@@ -95,6 +95,9 @@ def test_run_all_covers_every_method_for_the_data(tmp_path):
     assert by_method == {"vae": {1, 5, 50}, "iwae": {1, 5, 50}, "rws": {5}, "dae": {1},
                          "diffusion": {10}, "rbm-cd": {1, 25}, "rbm-pcd": {1}}
     assert len(configs) == 2 * 12 and {config.seed for config in configs} == {0, 1}
+    both = cli.build_parser().parse_args(["run", "--all", "--backends", "fused,reference"])
+    assert {config.backend for config in cli.build_configs(both, get_profile("quick"), 64)} == {
+        "fused", "reference"}
     continuous = cli.build_configs(args, get_profile("quick"), 64, "continuous")
     assert {config.method for config in continuous} == {"diffusion-gauss"}
     with pytest.raises(SystemExit, match="not both"):
@@ -120,7 +123,7 @@ def test_interrupt_keeps_the_finished_rows(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["--k", "0"], "positive integers"),
     (["--k", "a"], "integers"),
-    (["--backend", "magic"], "invalid choice"),
+    (["--backend", "magic"], "backend must be among fused, reference"),
     (["--dataset", "cifar"], "invalid choice"),
 ])
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys, args, message):

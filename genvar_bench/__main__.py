@@ -198,6 +198,26 @@ def _check_device(device: str, backend: str) -> None:
                      "GENVAR_CUDA=1 pip install --no-build-isolation -e . or use --backend reference")
 
 
+def init_distributed(args) -> int:
+    """Under torchrun (WORLD_SIZE > 1): joins the process group (nccl on GPUs, else gloo)
+    and gives each process its GPU; returns the rank (0 outside torchrun)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0
+    import torch.distributed as dist
+
+    on_gpu = any(torch.device(device).type == "cuda" for device in args.devices)
+    if on_gpu:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        args.devices = [f"cuda:{local_rank}"]
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if on_gpu else "gloo")
+    return dist.get_rank()
+
+
 def command_run(args) -> int:
     from genvar_bench.results import table_dir, update_results
     from genvar_bench import runner
@@ -211,6 +231,9 @@ def command_run(args) -> int:
         profile = type(profile)(**{**profile.__dict__, "eval_samples": args.eval_samples})
     if args.checkpoint_minutes < 0:
         sys.exit(f"error: --checkpoint-minutes must be >= 0, got {args.checkpoint_minutes}")
+    # Under torchrun every process trains each configuration on its share of the batches;
+    # process 0 alone scores, prints and writes.
+    rank = init_distributed(args)
     for device in args.devices:
         for backend in args.backends:
             _check_device(device, backend)
@@ -230,6 +253,13 @@ def command_run(args) -> int:
     runner.git_commit()  # read before training: later commits must not relabel these rows
     directory = table_dir(args.out, dataset.name, profile.name)
     done = set() if args.force else existing_keys(directory / "results.csv")
+    if rank != 0:
+        for config in configs:  # the same list as process 0, skipping the same rows
+            if config_key(config) not in done:
+                runner.run_one(config, dataset, profile, show_progress=False,
+                               checkpoint=directory / "checkpoints" / f"{config.file_stem}.pt",
+                               checkpoint_seconds=60 * args.checkpoint_minutes)
+        return 0
     finished, failed, skipped = 0, [], 0
     for index, config in enumerate(configs):
         where = f"{config.label} on {dataset.name} ({config.device}, {config.backend}, seed {config.seed})"

@@ -141,8 +141,12 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
                           num_samples=config.num_samples, backend=config.backend,
                           **dict(config.options)).to(device)
     train_x = data.train.to(device)
-    stats = train(method, train_x, profile, config.seed, show_progress, config.label,
-                  checkpoint, checkpoint_seconds)
+    from genvar_bench.train import _world
+    rank, world = _world()
+    stats = train(method, train_x, profile, config.seed, show_progress and rank == 0,
+                  config.label, checkpoint, checkpoint_seconds)
+    if rank != 0:
+        return {}  # data-parallel training: process 0 scores and writes the row
     if history_path is not None:
         save_history(stats, history_path)
     method.eval()
@@ -165,7 +169,7 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
         "epochs": stats.epochs, "final_train_loss": stats.history[-1][2],
         "parameters": sum(p.numel() for p in method.parameters()),
         "binarization": data.binarization, "torch_version": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "processes": world,
         "device_name": _device_name(device), "git_commit": git_commit(),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

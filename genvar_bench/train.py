@@ -65,8 +65,9 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
         stats.seconds = time.perf_counter() - start
         stats.history.append((stats.epochs, stats.seconds, epoch_loss))
         bar.set_postfix(epoch=stats.epochs, loss=f"{epoch_loss:.2f}")
-        if checkpoint is not None and (time.perf_counter() - last_save >= checkpoint_seconds
-                                       or stats.epochs == len(settings)):
+        if checkpoint is not None and _world()[0] == 0 and (
+                time.perf_counter() - last_save >= checkpoint_seconds
+                or stats.epochs == len(settings)):
             _save_checkpoint(checkpoint, method, optimizer, generator, stats, len(settings))
             last_save = time.perf_counter()
     bar.close()
@@ -105,18 +106,44 @@ def _resume(path: Path, method, optimizer, generator, num_epochs: int) -> TrainS
     return stats
 
 
+def _world():
+    """(rank, world size) of the torch.distributed group; (0, 1) outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _train_epoch(method, optimizer, train_data, batch_size, generator, bar) -> float:
+    """One pass over train_data in global batches of batch_size. Under torch.distributed
+    each of the W processes takes every W-th row of a batch, and the gradients, weighted
+    by each shard's share of the batch, are summed across processes: the update of the
+    mean loss over the whole batch, as one process would make it."""
+    import torch.distributed as dist
+
+    rank, world = _world()
     order = torch.randperm(train_data.shape[0], generator=generator).to(train_data.device)
     # Summed on the device: reading the loss every step would stall a GPU.
     total = torch.zeros((), dtype=torch.float64, device=train_data.device)
     for start in range(0, order.numel(), batch_size):
-        batch = train_data[order[start:start + batch_size]]
-        loss = method.loss(batch)
+        rows = order[start:start + batch_size]
+        batch = train_data[rows[rank::world]]
+        share = batch.shape[0] / rows.numel()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if batch.shape[0]:
+            loss = method.loss(batch)
+            (loss * share if world > 1 else loss).backward()
+            total += loss.detach().double() * batch.shape[0]
+        if world > 1:
+            for parameter in method.parameters():
+                if parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+                dist.all_reduce(parameter.grad)
         optimizer.step()
-        total += loss.detach().double() * batch.shape[0]
         bar.update(1)
+    if world > 1:
+        dist.all_reduce(total)
     mean_loss = total.item() / order.numel()
     if not math.isfinite(mean_loss):
         raise FloatingPointError(f"training loss became {mean_loss}: the run diverged")

@@ -140,9 +140,13 @@ class RBMMethod(Method):
     @torch.no_grad()
     def gibbs(self, x: torch.Tensor, sweeps: int, beta: float = 1.0,
               base_visible_bias: torch.Tensor | None = None):
-        """(x, z) after `sweeps` Gibbs sweeps from x [B, D], on the method's stream."""
+        """(x, z) after `sweeps` Gibbs sweeps from x [B, D], on the method's stream (under
+        data-parallel training, each process's own: the Philox key differs by rank)."""
+        from genvar_bench.train import _world
+
+        seed = (self.chain_seed + 0x9E3779B9 * _world()[0]) % 2**62
         x_out, z = self.ops.rbm_gibbs(x, *self.rbm.parameters_tuple, beta, sweeps,
-                                      self.chain_seed, self.chain_offset, base_visible_bias)
+                                      seed, self.chain_offset, base_visible_bias)
         self.chain_offset = next_offset(self.chain_offset, sweeps)
         return x_out, z
 

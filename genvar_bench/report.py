@@ -163,7 +163,7 @@ def figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Path]:
         figure, axes = plt.subplots(1, 2, figsize=(11, 4))
         for axis, x in zip(axes, ("seconds", "epoch")):
             sns.lineplot(data=curves, x=x, y="loss", hue="run", ax=axis, legend=axis is axes[1])
-            axis.set_ylabel("training loss (the method's bound; CD's surrogate for RBMs)")
+            axis.set_ylabel("training loss: the bound (DAE: reconstruction; RBM: CD surrogate)")
         axes[1].legend(fontsize=5)
         axes[0].set_xlabel("wall-clock seconds")
         figure.suptitle(f"{dataset}: training curves")

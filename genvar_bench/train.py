@@ -41,16 +41,25 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
     last save, and at the end; a checkpoint left by an interrupted run of the same
     length is resumed from, and the run then ends as the uninterrupted one would have
     (on the CPU: bit for bit)."""
+    global _trainings_started
+    _trainings_started += 1
     generator = torch.Generator().manual_seed(seed)
-    method.prepare_training(train_data)
-    optimizer = method.make_optimizer(profile)
-    settings = method.epoch_settings(profile)
-    batch_size = method.training_batch_size(profile)
+    stats, error = TrainStats(), None
+    try:
+        method.prepare_training(train_data)
+        optimizer = method.make_optimizer(profile)
+        settings = method.epoch_settings(profile)
+        batch_size = method.training_batch_size(profile)
+        if checkpoint is not None and checkpoint.exists():
+            stats = _resume(checkpoint, method, optimizer, generator, len(settings)) or stats
+    except Exception as caught:
+        error = caught
+    agree(error, train_data.device, stats.epochs)
+    # Under torch.distributed, DistributedDataParallel (which starts every process from
+    # process 0's parameters) averages the gradients; alone, the method's loss.
+    model = _data_parallel(method, train_data.device) if _world()[1] > 1 else method.loss
     num_examples = train_data.shape[0]
     steps_per_epoch = -(-num_examples // batch_size)
-    stats = TrainStats()
-    if checkpoint is not None and checkpoint.exists():
-        stats = _resume(checkpoint, method, optimizer, generator, len(settings)) or stats
     bar = tqdm(total=len(settings) * steps_per_epoch, initial=stats.epochs * steps_per_epoch,
                desc=description, unit="step", disable=not show_progress, leave=False,
                dynamic_ncols=True)
@@ -59,7 +68,7 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
     for epoch_settings in settings[stats.epochs:]:
         for group in optimizer.param_groups:
             group.update(epoch_settings)
-        epoch_loss = _train_epoch(method, optimizer, train_data, batch_size, generator, bar)
+        epoch_loss = _train_epoch(model, optimizer, train_data, batch_size, generator, bar)
         stats.epochs += 1
         stats.examples += num_examples
         stats.seconds = time.perf_counter() - start
@@ -115,35 +124,114 @@ def _world():
     return 0, 1
 
 
-def _train_epoch(method, optimizer, train_data, batch_size, generator, bar) -> float:
-    """One pass over train_data in global batches of batch_size. Under torch.distributed
-    each of the W processes takes every W-th row of a batch, and the gradients, weighted
-    by each shard's share of the batch, are summed across processes: the update of the
-    mean loss over the whole batch, as one process would make it."""
+# Calls of `train` so far in this process: tells a caller whether a failure came before
+# training (where the other processes still wait in `agree`) or from it.
+_trainings_started = 0
+
+
+def trainings_started() -> int:
+    return _trainings_started
+
+
+class GroupFailure(RuntimeError):
+    """A configuration failed on some process of a torch.distributed group; every process
+    raises this at the same point, so all of them go on to the next configuration."""
+
+
+def agree(error: Exception | None, device: torch.device, epochs: int | None = None) -> None:
+    """Called by every process at the same point: raises GroupFailure on all of them
+    (naming each failed process and its error) if any passed an error, or if they resumed
+    from checkpoints of different progress (`epochs`). Alone, re-raises `error`."""
+    import torch.distributed as dist
+
+    rank, world = _world()
+    if world == 1:
+        if error is not None:
+            raise error
+        return
+    reports = [None] * world
+    message = None if error is None else f"{type(error).__name__}: {error}"
+    dist.all_gather_object(reports, (message, epochs))
+    _raise_failures([report[0] for report in reports], error)
+    resumed = {report[1] for report in reports if report[1] is not None}
+    if len(resumed) > 1:
+        raise GroupFailure(f"the processes resumed from checkpoints at different epochs "
+                           f"{sorted(resumed)}: their results folder must be one shared folder")
+
+
+def _raise_failures(messages: list[str | None], error: Exception | None) -> None:
+    failures = [f"process {rank}: {message}" for rank, message in enumerate(messages) if message]
+    if failures:
+        raise GroupFailure("; ".join(failures)) from error
+
+
+class _LossModule(torch.nn.Module):
+    """A method's training loss as a module's forward, which DistributedDataParallel wraps.
+    `stand_in=True`: a zero loss with a (zero) gradient for every parameter, for a process
+    whose batch failed, so that it still takes part in every gradient reduction."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: torch.Tensor, stand_in: bool = False) -> torch.Tensor:
+        if stand_in:
+            return sum((parameter * 0).sum() for parameter in self.method.parameters())
+        return self.method.loss(batch)
+
+
+def _data_parallel(method, device: torch.device):
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Buffers stay each process's own: the RBMs' persistent chains differ by process.
+    return DistributedDataParallel(
+        _LossModule(method), broadcast_buffers=False,
+        device_ids=[device.index] if device.type == "cuda" and device.index is not None else None)
+
+
+def _train_epoch(model, optimizer, train_data, batch_size, generator, bar) -> float:
+    """One pass over train_data in global batches of batch_size; `model(batch)` is the loss.
+    Under torch.distributed each of the W processes takes every W-th row of a batch and
+    weights its loss by W times its share of the batch: DistributedDataParallel's mean of
+    the W gradients is then the gradient of the mean loss over the whole batch, as one
+    process would take it. A process whose loss raises trains on with zero gradients to the
+    epoch's end, where all processes learn of it (`GroupFailure`)."""
     import torch.distributed as dist
 
     rank, world = _world()
     order = torch.randperm(train_data.shape[0], generator=generator).to(train_data.device)
     # Summed on the device: reading the loss every step would stall a GPU.
     total = torch.zeros((), dtype=torch.float64, device=train_data.device)
+    error = None
     for start in range(0, order.numel(), batch_size):
         rows = order[start:start + batch_size]
         batch = train_data[rows[rank::world]]
-        share = batch.shape[0] / rows.numel()
         optimizer.zero_grad(set_to_none=True)
-        if batch.shape[0]:
-            loss = method.loss(batch)
-            (loss * share if world > 1 else loss).backward()
+        if world == 1:
+            loss = model(batch)
+            loss.backward()
             total += loss.detach().double() * batch.shape[0]
-        if world > 1:
-            for parameter in method.parameters():
-                if parameter.grad is None:
-                    parameter.grad = torch.zeros_like(parameter)
-                dist.all_reduce(parameter.grad)
+        else:
+            if error is None and batch.shape[0]:
+                try:
+                    loss = model(batch)
+                    total += loss.detach().double() * batch.shape[0]
+                except Exception as caught:
+                    error = caught
+            if error is None and batch.shape[0]:
+                (loss * (world * batch.shape[0] / rows.numel())).backward()
+            else:  # every process must join every reduction
+                model(batch, stand_in=True).backward()
         optimizer.step()
         bar.update(1)
     if world > 1:
-        dist.all_reduce(total)
+        summary = torch.stack([total, total.new_tensor(float(error is not None))])
+        dist.all_reduce(summary)
+        total = summary[0]
+        if summary[1].item():
+            messages = [None] * world
+            dist.all_gather_object(messages, None if error is None else f"{type(error).__name__}: {error}")
+            _raise_failures(messages, error)
     mean_loss = total.item() / order.numel()
     if not math.isfinite(mean_loss):
         raise FloatingPointError(f"training loss became {mean_loss}: the run diverged")

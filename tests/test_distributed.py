@@ -73,3 +73,51 @@ def test_torchrun_run_writes_one_row_from_process_zero(tmp_path):
     rows = pd.read_csv(tmp_path / "digits" / "quick" / "results.csv")
     assert len(rows) == 1 and rows.iloc[0]["processes"] == 2 and rows.iloc[0]["status"] == "ok"
     assert rows.iloc[0]["test_nll"] > 0
+
+
+# Runs `run` under torchrun with failures injected on one process: k=1 fails in its loss on
+# process 1 (third batch), k=2 fails before training on process 1 (building the model),
+# k=3 fails in its loss on process 0; k=4 is untouched.
+FAILING = textwrap.dedent("""
+    import os, sys
+    import genvar_bench.runner as runner
+    from genvar_bench.__main__ import main
+
+    rank, real_build = int(os.environ["RANK"]), runner.build_method
+
+    def build(name, **config):
+        k = config["num_samples"]
+        if (k, rank) == (2, 1):
+            raise RuntimeError("injected: no model on process 1")
+        method = real_build(name, **config)
+        if (k, rank) in ((1, 1), (3, 0)):
+            real_loss, calls = method.loss, []
+            def loss(batch):
+                calls.append(batch)
+                if len(calls) == 3:
+                    raise RuntimeError(f"injected: loss fails on process {rank}")
+                return real_loss(batch)
+            method.loss = loss
+        return method
+
+    runner.build_method = build
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_configuration_failing_on_one_process_is_a_failed_row_and_the_group_goes_on(tmp_path):
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(script), "run", "--dataset", "digits", "--method", "vae", "--k", "1,2,3,4",
+               "--epochs", "1", "--eval-samples", "5", "--no-progress", "--out", str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]  # failed rows: exit 1, not a crash
+    rows = pd.read_csv(tmp_path / "digits" / "quick" / "results.csv").set_index("k")
+    assert list(rows["status"].sort_index()) == ["failed", "failed", "failed", "ok"]
+    assert "process 1: RuntimeError: injected: loss fails on process 1" in rows.loc[1, "error"]
+    assert "process 1: RuntimeError: injected: no model on process 1" in rows.loc[2, "error"]
+    assert "process 0: RuntimeError: injected: loss fails on process 0" in rows.loc[3, "error"]
+    assert "process 1" not in rows.loc[3, "error"]
+    assert rows.loc[4, "processes"] == 2 and rows.loc[4, "test_nll"] > 0

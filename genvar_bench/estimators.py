@@ -47,12 +47,17 @@ def importance_nll(model, x: torch.Tensor, num_samples: int = 5000, *,
 
 
 @torch.no_grad()
+def per_example_bound(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The model's own per-example bound (`model.bound`) over x, in nats, [N]."""
+    return torch.cat([model.bound(x[rows]) for rows in _batches(x.shape[0], batch_size)])
+
+
+@torch.no_grad()
 def mean_bound(model, x: torch.Tensor, batch_size: int = 1000) -> float:
     """Mean over x of the model's own per-example bound (`model.bound`), in nats."""
-    total = 0.0
-    for rows in _batches(x.shape[0], batch_size):
-        total += model.bound(x[rows]).double().sum().item()
-    return total / max(1, x.shape[0])
+    if x.shape[0] == 0:
+        return 0.0
+    return per_example_bound(model, x, batch_size).double().mean().item()
 
 
 @torch.no_grad()

@@ -2,17 +2,34 @@
 
 Rows are keyed by (method, variant, k, layers, seed, device, backend); a new run adds
 or replaces its rows and keeps the others. Files are written to a temporary
-name and renamed, so an interrupted run never leaves a half-written table.
+name and renamed, so an interrupted run never leaves a half-written table, and the
+read-merge-write of results.csv holds a file lock (`filelock`), so runs sharing a
+folder never lose each other's rows.
+
+A row is "ok" only when its figures are possible (`row_problem`): one that is not, or
+that was truncated or lost its metrics, reads back as "invalid" and is run again.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
 
 KEY = ["method", "variant", "k", "layers", "seed", "device", "backend"]
+# Metrics every finished row has; a row without them was truncated or damaged.
+REQUIRED_METRICS = ["train_bound", "test_bound", "test_nll"]
+# How many standard errors of the paired (bound - NLL) gap a bound may sit below its
+# own NLL estimate before the row is called impossible, plus a rounding allowance.
+GAP_STANDARD_ERRORS = 5.0
+GAP_ROUNDING_NATS = 1e-4
+
+
+class ResultsFileError(RuntimeError):
+    """A results.csv that cannot be read as a results table."""
 
 # Columns of the Markdown summary, in order.
 SUMMARY_COLUMNS = ["method", "variant", "k", "layers", "seed", "device", "backend", "train_bound",
@@ -26,13 +43,69 @@ def table_dir(out_dir: str | os.PathLike, dataset: str, profile: str) -> Path:
     return Path(out_dir) / dataset / profile
 
 
+def row_problem(row, binary_data: bool = True) -> str | None:
+    """Why a finished row's figures are impossible, or None when they are not: a metric
+    missing, NaN or infinite; a negative NLL of binary data (a probability is at most 1);
+    a test bound below its own NLL estimate by more than GAP_STANDARD_ERRORS standard
+    errors of their paired per-example gap (`test_bound_gap_se`, where recorded)."""
+    values = {}
+    for name in REQUIRED_METRICS:
+        try:
+            values[name] = float(row.get(name))
+        except (TypeError, ValueError):
+            return f"{name} is missing or not a number ({row.get(name)!r})"
+        if not math.isfinite(values[name]):
+            return f"{name} is {values[name]}"
+    if binary_data and values["test_nll"] < 0:
+        return f"negative NLL {values['test_nll']:.4g} of binary data"
+    try:
+        gap_se = float(row.get("test_bound_gap_se"))
+    except (TypeError, ValueError):
+        gap_se = math.nan
+    if math.isfinite(gap_se):
+        allowed = GAP_STANDARD_ERRORS * gap_se + GAP_ROUNDING_NATS * max(1.0, abs(values["test_nll"]))
+        if values["test_bound"] < values["test_nll"] - allowed:
+            return (f"test bound {values['test_bound']:.4f} is below its own NLL estimate "
+                    f"{values['test_nll']:.4f} by more than {allowed:.2g} nats")
+    return None
+
+
+def _is_binary(dataset) -> bool:
+    from genvar_bench.data import DATASET_KINDS
+
+    return dataset not in DATASET_KINDS["continuous"]
+
+
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """The table in `path` (empty when there is none). Rows marked ok whose figures are
+    missing or impossible (`row_problem`) come back with status "invalid" and the reason
+    in `error`, so they are neither reported nor skipped as done. A file that is not a
+    results table raises ResultsFileError naming it."""
     path = Path(path)
     if not path.exists():
         return pd.DataFrame()
-    table = pd.read_csv(path, dtype={"variant": str})
+    try:
+        table = pd.read_csv(path, dtype={"variant": str, "status": str, "error": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ResultsFileError(f"{path} is not a readable results table ({first}); "
+                               "move it aside or delete it") from None
+    missing = [column for column in KEY if column != "variant" and column not in table.columns]
+    if missing:
+        raise ResultsFileError(f"{path} is not a results table: it lacks the columns "
+                               f"{', '.join(missing)}; move it aside or delete it")
     # "" (no options) reads back as NaN; tables from before the column had no options.
     table["variant"] = table["variant"].fillna("") if "variant" in table else ""
+    if "status" not in table:
+        table["status"] = "ok"
+    table["status"] = table["status"].fillna("ok")
+    if "error" not in table:
+        table["error"] = ""
+    table["error"] = table["error"].fillna("")
+    for index, row in table[table["status"] == "ok"].iterrows():
+        problem = row_problem(row, _is_binary(row.get("dataset")))
+        if problem is not None:
+            table.loc[index, ["status", "error"]] = ["invalid", f"invalid row in {path.name}: {problem}"]
     return table
 
 
@@ -94,13 +167,21 @@ def results_markdown(table: pd.DataFrame, title: str) -> str:
     return summary_markdown(table, title) + "\n" + details
 
 
+def results_lock(csv_path: Path) -> FileLock:
+    """The lock every read-merge-write of `csv_path` holds (a `.lock` file beside it)."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(csv_path.with_name(csv_path.name + ".lock")))
+
+
 def update_results(out_dir: str | os.PathLike, dataset: str, profile: str,
                    rows: list[dict]) -> Path:
-    """Adds or replaces `rows` in results.csv and rewrites results.md; returns the CSV path."""
+    """Adds or replaces `rows` in results.csv and rewrites results.md, under the file's
+    lock; returns the CSV path."""
     directory = table_dir(out_dir, dataset, profile)
     csv_path = directory / "results.csv"
-    table = merge_rows(read_results(csv_path), rows)
-    _atomic_write_text(csv_path, table.to_csv(index=False))
-    _atomic_write_text(directory / "results.md",
-                       results_markdown(table, f"{dataset}, profile {profile}"))
+    with results_lock(csv_path):
+        table = merge_rows(read_results(csv_path), rows)
+        _atomic_write_text(csv_path, table.to_csv(index=False))
+        _atomic_write_text(directory / "results.md",
+                           results_markdown(table, f"{dataset}, profile {profile}"))
     return csv_path

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -85,26 +86,34 @@ def importance_bounds(method, test_x: torch.Tensor, eval_samples: int, nll_mean:
 
 
 def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
-             show_progress: bool) -> dict:
+             show_progress: bool) -> tuple[dict, dict[str, np.ndarray]]:
     """Train and test bounds, the test NLL (the method's estimator), the importance-weighted
-    test bounds at BOUND_SAMPLES, the bound's terms and active units of latent models."""
+    test bounds at BOUND_SAMPLES, the bound's terms and active units of latent models; and
+    the per-example test NLLs and bounds ({"test_nll": [N], "test_bound": [N]})."""
     method.eval()
     start = time.perf_counter()
     train_x, test_x = data.train.to(device), data.test.to(device)
     with tqdm(total=test_x.shape[0], desc="test NLL", unit="ex",
               disable=not show_progress, leave=False, dynamic_ncols=True) as bar:
         nll, estimator, terms = method.test_nll(test_x, eval_samples, progress=bar.update)
-    nll_mean = nll.double().mean().item()
+    nll = nll.double().cpu()
+    nll_mean = nll.mean().item()
     bounds = importance_bounds(method, test_x, eval_samples, nll_mean, estimator.startswith("IS"))
     if terms is None:
         terms = estimators.mean_bound_terms(method, test_x)
     else:
         terms = {name: values.double().mean().item() for name, values in terms.items()}
     units = estimators.active_units(method, test_x) if callable(getattr(method.q, "sample", None)) else []
+    train_bound = estimators.mean_bound(method, train_x)  # before the test bound: same draws as ever
+    test_bound = estimators.per_example_bound(method, test_x).double().cpu()
+    gap = test_bound - nll
     row = {
-        "train_bound": estimators.mean_bound(method, train_x),
-        "test_bound": estimators.mean_bound(method, test_x),
+        "train_bound": train_bound,
+        "test_bound": test_bound.mean().item(),
         "test_nll": nll_mean,
+        # the standard error of mean(test bound - test NLL), paired over test examples
+        "test_bound_gap_se": (gap.std().item() / math.sqrt(gap.numel())
+                              if gap.numel() > 1 else float("nan")),
         "nll_estimator": estimator,
         **bounds,
         **{f"test_{name}": value for name, value in terms.items()},
@@ -113,7 +122,8 @@ def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
     }
     if data.kind == "continuous":
         row["test_bits_per_dim"] = bits_per_dim(nll_mean, data)
-    return {**row, "eval_seconds": time.perf_counter() - start}
+    per_example = {"test_nll": nll.numpy(), "test_bound": test_bound.numpy()}
+    return {**row, "eval_seconds": time.perf_counter() - start}, per_example
 
 
 def bits_per_dim(nll: float, data: Dataset) -> float:
@@ -127,14 +137,29 @@ def bits_per_dim(nll: float, data: Dataset) -> float:
 GRID_SAMPLES = 100
 
 
+def artifact_paths(directory: Path, config: RunConfig) -> dict[str, Path]:
+    """Where a configuration's files go under a results folder (dataset/profile), as the
+    keyword arguments of `run_one`: its training checkpoint, sample grid, training curve,
+    kept model and per-example test figures, all named by `config.file_stem`."""
+    stem = config.file_stem
+    return {"checkpoint": directory / "checkpoints" / f"{stem}.pt",
+            "samples_path": directory / "samples" / f"{stem}.png",
+            "history_path": directory / "histories" / f"{stem}.csv",
+            "model_path": directory / "models" / f"{stem}.pt",
+            "per_example_path": directory / "per_example" / f"{stem}.npz"}
+
+
 def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: bool = True,
             samples_path: Path | None = None, checkpoint: Path | None = None,
-            checkpoint_seconds: float = 300.0, history_path: Path | None = None) -> dict:
+            checkpoint_seconds: float = 300.0, history_path: Path | None = None,
+            model_path: Path | None = None, per_example_path: Path | None = None) -> dict:
     """Trains `config` on `data` under `profile` and returns its results row; with
     `samples_path`, saves a PNG grid of samples from the trained model there; with
     `checkpoint`, training saves its state there every `checkpoint_seconds` and at its
     end, and resumes from it (see `train`); with `history_path`, writes the training curve
-    there (epoch, seconds, mean training loss per epoch) as CSV."""
+    there (epoch, seconds, mean training loss per epoch) as CSV; with `model_path`, keeps
+    the trained model there (`save_model`); with `per_example_path`, the per-example test
+    NLLs and bounds (`save_per_example`). `artifact_paths` gives all five."""
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     method = build_method(config.method, data_dim=data.data_dim, layers=config.layers,
@@ -154,9 +179,13 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
     start = time.perf_counter()
     method.prepare_scoring(train_x)
     preparation_seconds = time.perf_counter() - start
+    if model_path is not None:
+        save_model(method, config, data, profile, model_path)
     torch.manual_seed(config.seed + 1)
-    scores = evaluate(method, data, device, profile.eval_samples, show_progress)
+    scores, per_example = evaluate(method, data, device, profile.eval_samples, show_progress)
     scores["eval_seconds"] += preparation_seconds  # scoring includes its preparation (AIS)
+    if per_example_path is not None:
+        save_per_example(per_example, per_example_path)
     if samples_path is not None:
         save_samples(method, data, samples_path)
     return {
@@ -172,7 +201,35 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
         "threads": torch.get_num_threads(), "processes": world,
         "device_name": _device_name(device), "git_commit": git_commit(),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "artifact": config.file_stem,
     }
+
+
+def save_model(method, config: RunConfig, data: Dataset, profile: Profile, path: Path) -> None:
+    """Keeps a trained (and scoring-prepared) model at `path`: its weights and buffers
+    (the DAE's prior codes, the RBM's log Z) with what rebuilds it (method, options, data
+    shape, k, layers, backend) and where it came from (dataset, profile, seed, commit)."""
+    state = {name: value.detach().cpu() if torch.is_tensor(value) else value
+             for name, value in method.state_dict().items()}
+    from genvar_bench.saved import MODEL_FORMAT
+
+    _atomic_save(path, lambda target: torch.save({
+        "format": MODEL_FORMAT, "method": config.method, "options": dict(config.options),
+        "data_dim": data.data_dim, "layers": config.layers, "num_samples": config.num_samples,
+        "backend": config.backend, "dataset": data.name, "profile": profile.name,
+        "image_shape": data.image_shape, "value_range": data.value_range,
+        "eval_samples": profile.eval_samples, "seed": config.seed, "device": config.device,
+        "git_commit": git_commit(), "artifact": config.file_stem, "state_dict": state}, target))
+
+
+def save_per_example(per_example: dict[str, np.ndarray], path: Path) -> None:
+    """The per-example test figures as a compressed .npz (float64 arrays of length N)."""
+    _atomic_save(path, lambda target: np.savez_compressed(target, **per_example))
+
+
+def read_per_example(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as archive:
+        return {name: archive[name] for name in archive.files}
 
 
 def save_history(stats, path: Path) -> None:
@@ -219,12 +276,18 @@ TRAJECTORY_CHAINS, TRAJECTORY_FRAMES, SCATTER_SAMPLES = 4, 11, 2000
 
 
 def _atomic_save(path: Path, save) -> None:
+    """Calls save(temporary) for a temporary file beside `path` (same suffix), then
+    renames it to `path`: no reader ever sees half a file."""
     import os
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    save(temporary)
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        save(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def save_sample_grid(images: torch.Tensor, image_shape: tuple[int, int], path: Path,

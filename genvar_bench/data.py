@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -108,7 +109,8 @@ def mnist_search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
         if folder in (None, ""):  # not given
             continue
         if not Path(folder).is_dir():
-            raise DatasetNotFoundError(f"{origin} {str(folder)!r} does not exist or is not a directory")
+            raise DatasetNotFoundError(f"{origin} {str(folder)!r} does not exist or is not a "
+                                       f"directory.\n{supply_advice()}")
         dirs.append(Path(folder))
     return dirs + [default_cache_dir()]
 
@@ -125,13 +127,17 @@ def resolve_mnist_file(data_dir: str | os.PathLike | None = None) -> Path:
     except OSError as err:  # URLError, HTTP errors, unwritable cache
         raise DatasetNotFoundError(
             f"binarized MNIST not found and the download from {base_url} failed ({err}).\n"
-            f"Supply {MNIST_FILENAME} in one of three ways:\n"
+            f"{supply_advice()}") from err
+
+
+def supply_advice() -> str:
+    """The three ways to supply the MNIST file, for error messages."""
+    return (f"Supply {MNIST_FILENAME} in one of three ways:\n"
             f"  - pass --data-dir DIR (data_dir=DIR) for a folder that holds it,\n"
             f"  - set GENVAR_DATA_DIR=DIR,\n"
-            f"  - place it in the cache directory {cache / MNIST_FILENAME}.\n"
+            f"  - place it in the cache directory {default_cache_dir() / MNIST_FILENAME}.\n"
             f"The source files binarized_mnist_{{train,valid,test}}.amat can be "
-            f"downloaded from {MNIST_URL}"
-        ) from err
+            f"downloaded from {MNIST_URL}")
 
 
 # ------------------------------------------------------- MNIST file content
@@ -145,20 +151,23 @@ def verify_digests(packed: Mapping[str, np.ndarray], expected: Mapping[str, str]
         if packed_digest(packed[split]) != expected[split]:
             raise DatasetIntegrityError(
                 f"split {split!r} of {source} has the wrong sha256 digest (corrupt or a "
-                f"different binarization); delete the file and re-download it from {MNIST_URL}"
-            )
+                f"different binarization); delete the file and supply the right one.\n{supply_advice()}")
 
 
 def read_mnist_npz(path: str | os.PathLike, expected_digests: Mapping[str, str] | None = None) -> dict:
     """Packed splits of an .npz after checking keys, shapes, dtype and digests."""
-    advice = f"delete {path} and re-download it from {MNIST_URL}"
-    with np.load(path) as archive:
-        missing = {*SPLITS, "shape"} - set(archive.files)
-        if missing:
-            raise DatasetIntegrityError(f"{path} lacks keys {sorted(missing)}; {advice}")
-        if archive["shape"].tolist() != [MNIST_PIXELS]:
-            raise DatasetIntegrityError(f"{path}: key 'shape' is not [{MNIST_PIXELS}]; {advice}")
-        packed = {split: archive[split] for split in SPLITS}
+    advice = f"delete the file and supply the right one.\n{supply_advice()}"
+    try:
+        with np.load(path) as archive:
+            missing = {*SPLITS, "shape"} - set(archive.files)
+            if missing:
+                raise DatasetIntegrityError(f"{path} lacks keys {sorted(missing)}; {advice}")
+            if archive["shape"].tolist() != [MNIST_PIXELS]:
+                raise DatasetIntegrityError(f"{path}: key 'shape' is not [{MNIST_PIXELS}]; {advice}")
+            packed = {split: archive[split] for split in SPLITS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # truncated or not an .npz
+        raise DatasetIntegrityError(f"{path} is not a readable .npz archive (truncated or damaged: "
+                                    f"{type(error).__name__}: {error}); {advice}") from None
     width = (MNIST_PIXELS + 7) // 8
     for split, array in packed.items():
         if array.dtype != np.uint8 or array.ndim != 2 or array.shape[1] != width:

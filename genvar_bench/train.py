@@ -2,6 +2,7 @@
 per-epoch settings (Adam with staged learning rates unless the method says otherwise)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -99,13 +100,30 @@ def _save_checkpoint(path: Path, method, optimizer, generator, stats: TrainStats
 def _resume(path: Path, method, optimizer, generator, num_epochs: int) -> TrainStats | None:
     """Loads a checkpoint into the training state; None (and a warning) when it belongs
     to a run of another length, which then starts afresh."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or "num_epochs" not in state:
+            raise ValueError("not a training checkpoint")
+    except Exception as error:  # truncated, corrupt or foreign: set aside, start afresh
+        aside = _set_aside(path)
+        warnings.warn(f"checkpoint {path} is unreadable ({type(error).__name__}: "
+                      f"{str(error).splitlines()[0] if str(error) else ''}); moved to {aside.name}, "
+                      "training starts afresh")
+        return None
     if state["num_epochs"] != num_epochs:
         warnings.warn(f"{path} is from a run of {state['num_epochs']} epochs, not "
                       f"{num_epochs}: training starts afresh")
         return None
-    method.load_state_dict(state["method"])
-    optimizer.load_state_dict(state["optimizer"])
+    fresh = copy.deepcopy(method.state_dict())
+    try:
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, KeyError, ValueError) as error:  # another model's state
+        method.load_state_dict(fresh)
+        aside = _set_aside(path)
+        warnings.warn(f"checkpoint {path} does not fit this model ({str(error).splitlines()[0]}); "
+                      f"moved to {aside.name}, training starts afresh")
+        return None
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
@@ -113,6 +131,13 @@ def _resume(path: Path, method, optimizer, generator, num_epochs: int) -> TrainS
     stats = TrainStats(**state["stats"])
     stats.history = [tuple(entry) for entry in stats.history]
     return stats
+
+
+def _set_aside(path: Path) -> Path:
+    """Renames a bad checkpoint to <name>.bad-<time>, kept for inspection; returns the new path."""
+    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    return aside
 
 
 def _world():

@@ -1,0 +1,99 @@
+"""`run --executor ray`: every configuration a Ray task on a local Ray (2 CPUs) started
+here; rows written by the driver alone as tasks finish; reruns skip finished rows and retry
+failed ones; a worker killed mid-task is rerun by Ray from its checkpoint and its row is the
+row of an uninterrupted local run."""
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import torch
+
+from genvar_bench.__main__ import main
+
+TINY = ["run", "--dataset", "digits", "--k", "1", "--eval-samples", "5", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def read_rows(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "digits" / "quick" / "results.csv").set_index("method")
+
+
+def test_a_sweep_runs_as_ray_tasks_and_resumes(local_ray, tmp_path, capsys):
+    out = tmp_path / "out"
+    # A folder where iwae's sample grid goes: its task raises, which is a failed row (not
+    # retried by Ray).
+    blocked = out / "digits" / "quick" / "samples" / "iwae-k1-L1-s0-cpu-fused.png"
+    blocked.mkdir(parents=True)
+    command = TINY + ["--method", "vae,iwae", "--epochs", "1", "--out", str(out),
+                      "--executor", "ray", "--cpus-per-run", "1"]
+    assert main(command) == 1
+    rows = read_rows(out)
+    assert rows.loc["vae", "status"] == "ok" and rows.loc["vae", "test_nll"] > 0
+    assert rows.loc["vae", "threads"] == 1 and rows.loc["vae", "processes"] == 1
+    assert rows.loc["iwae", "status"] == "failed"
+    assert "IsADirectoryError" in rows.loc["iwae", "error"], rows.loc["iwae", "error"]
+    assert "submitted" in capsys.readouterr().err
+
+    blocked.rmdir()
+    assert main(command) == 0  # vae skipped, iwae retried
+    assert "vae k=1 L=1 on digits (cpu, fused, seed 0): in results.csv, skipped" in capsys.readouterr().err
+    again = read_rows(out)
+    assert again.loc["vae", "finished_at"] == rows.loc["vae", "finished_at"]
+    assert list(again["status"]) == ["ok", "ok"]
+    # vae k=1 and iwae k=1 are one objective: the same row, from two tasks
+    assert again.loc["iwae", "test_nll"] == again.loc["vae", "test_nll"]
+
+
+def kill_worker_once(task_prefix: str, checkpoint: Path, killed: list, stop: threading.Event):
+    """SIGKILLs the Ray worker running a task named task_prefix... once its checkpoint exists."""
+    while not stop.is_set() and not killed:
+        if checkpoint.exists():
+            for entry in Path("/proc").iterdir():
+                try:
+                    command = (entry / "cmdline").read_bytes().decode(errors="replace")
+                except OSError:
+                    continue
+                if entry.name.isdigit() and command.startswith(task_prefix):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed.append(int(entry.name))
+                    return
+        time.sleep(0.02)
+
+
+def test_a_killed_worker_is_retried_and_its_row_is_the_uninterrupted_one(local_ray, tmp_path):
+    out = tmp_path / "ray"
+    command = TINY + ["--method", "vae", "--epochs", "20", "--checkpoint-minutes", "0"]
+    checkpoint = out / "digits" / "quick" / "checkpoints" / "vae-k1-L1-s0-cpu-fused.pt"
+    killed, stop = [], threading.Event()
+    watcher = threading.Thread(target=kill_worker_once, daemon=True, args=(
+        "ray::genvar_bench:vae-k1-L1-s0-cpu-fused", checkpoint, killed, stop))
+    watcher.start()
+    try:
+        assert main(command + ["--out", str(out), "--executor", "ray", "--cpus-per-run", "1"]) == 0
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed, "no worker was killed: the task ended before its first checkpoint"
+    row = read_rows(out).loc["vae"]
+    assert row["status"] == "ok" and row["epochs"] == 20 and not checkpoint.exists()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the Ray task (--cpus-per-run 1)
+    try:
+        assert main(command + ["--out", str(tmp_path / "local")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    local = read_rows(tmp_path / "local").loc["vae"]
+    for column in ("final_train_loss", "train_bound", "test_bound", "test_nll"):
+        assert row[column] == local[column], (column, row[column], local[column])

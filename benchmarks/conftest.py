@@ -43,6 +43,11 @@ def pytest_terminal_summary(terminalreporter, config):
         timings = "  ".join(f"{name} {seconds * 1e3:.3f} ms"
                             for name, seconds in sorted(by_implementation.items()))
         speedups = "  ".join(f"vs {name} {by_implementation[name] / fused:.2f}x"
-                             for name in ("eager", "compiled")
+                             for name in ("reference", "eager", "compiled")
                              if fused and name in by_implementation)
+        if fused and {"eager", "compiled"} <= by_implementation.keys():
+            plain = min(by_implementation["eager"], by_implementation["compiled"])
+            speedups += f"  vs faster plain {plain / fused:.2f}x"
+        if fused and "gemm" in by_implementation:  # the training-step benchmarks
+            speedups += f"  GEMM-bound fraction {by_implementation['gemm'] / fused:.2f}"
         terminalreporter.write_line(f"{group}: {timings}  |  {speedups}")

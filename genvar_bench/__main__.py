@@ -241,13 +241,14 @@ def build_configs(args, profile, data_dim: int, data_kind: str = "binary") -> li
 def existing_keys(csv_path) -> set[tuple[str, ...]]:
     """The KEY of every finished row of a results.csv (status ok: not failed, not
     invalid), as strings."""
-    from genvar_bench.results import KEY, read_results
+    from genvar_bench.results import key_tuples, read_results
 
     table = read_results(csv_path)
     if table.empty:
         return set()
-    table = table[table["status"] == "ok"]
-    return set(map(tuple, table[KEY].astype(str).values))
+    for _, row in table[table["status"] == "invalid"].iterrows():
+        print(f"warning: {row['error']}; it is run again", file=sys.stderr)
+    return set(key_tuples(table[table["status"] == "ok"]))
 
 
 def config_key(config) -> tuple[str, ...]:

@@ -67,11 +67,27 @@ def compare(current: dict[str, float], stored: dict[str, float],
     return results
 
 
+def read_baseline(path: Path) -> dict[str, float]:
+    """The stored speed-ups of a baseline file; exits with a one-line error when there is
+    none, it is not a baseline, or it holds no speed-ups."""
+    if not path.is_file():
+        sys.exit(f"error: no baseline at {path}; make one with `python -m genvar_bench bench "
+                 "--update-baseline`")
+    try:
+        stored = json.loads(path.read_text())["speedups"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        sys.exit(f"error: {path} is not a baseline file ({type(error).__name__}: {error})")
+    if not isinstance(stored, dict) or not stored:
+        sys.exit(f"error: the baseline {path} holds no speed-ups: nothing to compare against")
+    return stored
+
+
 def command_bench(args) -> int:
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda asked for, but torch sees no CUDA device")
     path = Path(args.baseline) if args.baseline else baseline_path(device)
+    stored = read_baseline(path) if args.compare else {}  # checked before any benchmark runs
     if args.json:
         json_path = Path(args.json)
     else:
@@ -95,12 +111,11 @@ def command_bench(args) -> int:
         for name, ratio in sorted(current.items()):
             print(f"{ratio:8.2f}x  {name}")
         return 0
-    if not path.exists():
-        sys.exit(f"error: no baseline at {path}; make one with `python -m genvar_bench bench "
-                 "--update-baseline`")
-    stored = json.loads(path.read_text())["speedups"]
     if args.select:  # compare only what this run measured
         stored = {name: value for name, value in stored.items() if name in current}
+    if not set(stored) & set(current):
+        sys.exit(f"error: compared nothing: none of the {len(current)} speed-ups of this run "
+                 f"is in the baseline {path}")
     results = compare(current, stored, args.tolerance)
     failures = [result for result in results if not result[3]]
     for name, expected, now, ok in results:

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 # Published figures that share a setting with our rows (../shared/REFERENCES.md), drawn
@@ -32,15 +33,46 @@ def finished(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
+# z of a two-sided 95% normal interval.
+Z95 = 1.959963984540054
+
+
+def per_example_nll(rows: pd.DataFrame, directory: Path | None) -> np.ndarray | None:
+    """The per-example test NLLs of a model, averaged over its seeds' rows (from each
+    row's per_example/<artifact>.npz); None when any row lacks the file."""
+    if directory is None or "artifact" not in rows:
+        return None
+    arrays = []
+    for artifact in rows["artifact"]:
+        path = directory / "per_example" / f"{artifact}.npz"
+        if not isinstance(artifact, str) or not path.is_file():
+            return None
+        with np.load(path) as archive:
+            arrays.append(archive["test_nll"])
+    if len({array.shape for array in arrays}) != 1:
+        return None
+    return np.mean(arrays, axis=0)
+
+
+def mean_interval(values: np.ndarray) -> tuple[float, float]:
+    """(mean, half-width of its 95% normal interval) over the entries of values."""
+    if values.size < 2:
+        return float(values.mean()), math.nan
+    return float(values.mean()), Z95 * float(values.std(ddof=1)) / math.sqrt(values.size)
+
+
+def summarize(table: pd.DataFrame, directory: Path | None = None) -> pd.DataFrame:
     """One line per model (method, variant, k, layers): the test NLL's mean, sd and count
     over seeds (fused rows, or reference rows where no fused one exists), the bound, the
-    estimator, and training examples/s per device and backend."""
+    estimator, and training examples/s per device and backend. With the results folder
+    `directory` (its per_example/ files): a 95% interval of the test NLL over test
+    examples (of the per-example NLL averaged over seeds), and the paired difference to
+    the best model on the same examples with its 95% interval."""
     table = finished(table)
     if table.empty:
         return pd.DataFrame()
     model = ["method", "variant", "k", "layers"]
-    lines = []
+    lines, per_example = [], {}
     for key, group in table.groupby(model, sort=True, dropna=False):
         scored = group[group["backend"] == "fused"]
         scored = scored if not scored.empty else group
@@ -50,39 +82,74 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
         line.update(test_nll=nll.mean(), test_nll_sd=nll.std(ddof=1) if len(nll) > 1 else math.nan,
                     seeds=int(scored["seed"].nunique()), test_bound=scored["test_bound"].mean(),
                     estimator=scored["nll_estimator"].iloc[0])
+        values = per_example_nll(scored, directory)
+        if values is not None:
+            per_example[line["model"]] = values
+            line["test_nll_ci95"] = mean_interval(values)[1]
         for (device, backend), rows in group.groupby(["device", "backend"]):
             line[f"ex/s {device} {backend}"] = rows["train_examples_per_s"].mean()
         fused, reference = line.get("ex/s cpu fused"), line.get("ex/s cpu reference")
         line["cpu fused/reference"] = fused / reference if fused and reference else math.nan
         lines.append(line)
-    return pd.DataFrame(lines)
+    summary = pd.DataFrame(lines)
+    if per_example:
+        best = min(per_example, key=lambda name: per_example[name].mean())
+        differences = {name: mean_interval(values - per_example[best])
+                       for name, values in per_example.items()
+                       if values.shape == per_example[best].shape}
+        summary["best_model"] = best
+        summary["vs_best"] = summary["model"].map(lambda name: differences.get(name, (math.nan,))[0])
+        summary["vs_best_ci95"] = summary["model"].map(
+            lambda name: differences.get(name, (math.nan, math.nan))[1])
+    return summary
 
 
-def summary_markdown(table: pd.DataFrame, title: str) -> str:
-    summary = summarize(table)
+def _cell(value, digits: int = 2, signed: bool = False) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = None) -> str:
+    summary = summarize(table, directory)
     if summary.empty:
         return f"# {title}\n\nNo finished rows.\n"
     throughput = [column for column in summary.columns if column.startswith("ex/s")]
+    has_intervals = "vs_best" in summary
     lines = [f"# {title}", "",
              "Test NLL in nats: mean ± sd over seeds (n). The estimator differs by method: "
              "IS (importance sampling, an upper bound in expectation), a bound, or AIS "
              "(a stochastic lower bound for RBMs); compare across estimators with care. "
-             "Throughput: training examples per second.", "",
-             "| model | test NLL | seeds | bound | estimator | "
-             + " | ".join(throughput) + " | CPU fused / reference |",
-             "|---" * (6 + len(throughput)) + "|"]
+             "Throughput: training examples per second."]
+    if has_intervals:
+        lines += ["", "95% CI: a normal interval of the mean test NLL over the test examples "
+                      "(per-example NLLs averaged over seeds). vs best: the paired mean difference "
+                      f"to the best model ({summary['best_model'].iloc[0]}) on the same test "
+                      "examples, ± its 95% interval; an interval that excludes 0 is a real gap "
+                      "on this test set (for the estimators as they stand)."]
+    interval_headers = "95% CI | vs best | " if has_intervals else ""
+    lines += ["", "| model | test NLL | seeds | " + interval_headers + "bound | estimator | "
+              + " | ".join(throughput) + " | CPU fused / reference |",
+              "|---" * (6 + len(throughput) + (2 if has_intervals else 0)) + "|"]
     for _, line in summary.iterrows():
         sd = "" if math.isnan(line["test_nll_sd"]) else f" ± {line['test_nll_sd']:.2f}"
         speeds = " | ".join("-" if pd.isna(line[column]) else f"{line[column]:.0f}"
                             for column in throughput)
         ratio = "-" if math.isnan(line["cpu fused/reference"]) else f"{line['cpu fused/reference']:.2f}x"
+        intervals = ""
+        if has_intervals:
+            ci = line.get("test_nll_ci95")
+            vs = line.get("vs_best")
+            intervals = ("-" if ci is None or pd.isna(ci) else f"± {ci:.2f}") + " | " + (
+                "-" if vs is None or pd.isna(vs) else
+                f"{_cell(vs, signed=True)} ± {_cell(line['vs_best_ci95'])}") + " | "
         lines.append(f"| {line['model']} | {line['test_nll']:.2f}{sd} | {line['seeds']} | "
-                     f"{line['test_bound']:.2f} | {line['estimator']} | {speeds} | {ratio} |")
-    failed = table[table["status"] == "failed"] if "status" in table else table.iloc[:0]
+                     f"{intervals}{line['test_bound']:.2f} | {line['estimator']} | {speeds} | {ratio} |")
+    failed = table[table["status"].isin(["failed", "invalid"])] if "status" in table else table.iloc[:0]
     if not failed.empty:
-        lines += ["", "Failed:", ""] + [f"- {model_label(row)} seed {row['seed']} "
-                                         f"({row['device']}, {row['backend']}): {row['error']}"
-                                         for _, row in failed.iterrows()]
+        lines += ["", "Failed or invalid:", ""] + [f"- {model_label(row)} seed {row['seed']} "
+                                                    f"({row['device']}, {row['backend']}): {row['error']}"
+                                                    for _, row in failed.iterrows()]
     return "\n".join(lines) + "\n"
 
 
@@ -232,7 +299,8 @@ def report(out_dir: str | Path) -> list[Path]:
         table = read_results(csv_path)
         dataset, profile = csv_path.parent.parent.name, csv_path.parent.name
         markdown = csv_path.parent / "results.md"
-        _atomic_write_text(markdown, results_markdown(table, f"{dataset}, profile {profile}"))
+        _atomic_write_text(markdown, results_markdown(table, f"{dataset}, profile {profile}",
+                                                      csv_path.parent))
         written += [markdown, *figures(table, csv_path.parent, dataset)]
     for json_path in sorted((out_dir / "benchmarks").glob("*.json")):
         figure = speedup_figure(json_path, json_path.with_name(f"{json_path.stem}-speedups.png"))

@@ -54,7 +54,9 @@ def row_problem(row, binary_data: bool = True) -> str | None:
             values[name] = float(row.get(name))
         except (TypeError, ValueError):
             return f"{name} is missing or not a number ({row.get(name)!r})"
-        if not math.isfinite(values[name]):
+        if math.isnan(values[name]):
+            return f"{name} is missing or NaN"
+        if math.isinf(values[name]):
             return f"{name} is {values[name]}"
     if binary_data and values["test_nll"] < 0:
         return f"negative NLL {values['test_nll']:.4g} of binary data"
@@ -121,14 +123,33 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def key_tuples(table: pd.DataFrame) -> list[tuple[str, ...]]:
+    """Each row's KEY as strings, the same however pandas typed the columns (k = 5 and
+    5.0 alike); a missing field is ""."""
+    columns = []
+    for name in KEY:
+        column = table[name] if name in table else pd.Series([""] * len(table), index=table.index)
+        if name in ("k", "layers", "seed"):
+            column = pd.to_numeric(column, errors="coerce").map(
+                lambda value: "" if pd.isna(value) else str(int(value)))
+        else:
+            column = column.fillna("").astype(str)
+        columns.append(column.tolist())
+    return list(zip(*columns))
+
+
 def merge_rows(existing: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
-    """`existing` with every row of the same key as a new row replaced by it."""
+    """`existing` with every row of the same key as a new row replaced by it; invalid
+    rows whose key is incomplete (truncated: no configuration can ever replace them) are
+    dropped."""
     new = pd.DataFrame(rows)
     if existing.empty:
         merged = new
     else:
-        new_keys = set(map(tuple, new[KEY].astype(str).values))
-        keep = [tuple(key) not in new_keys for key in existing[KEY].astype(str).values]
+        new_keys = set(key_tuples(new))
+        invalid = (existing["status"] == "invalid").tolist() if "status" in existing else [False] * len(existing)
+        keep = [key not in new_keys and not (bad and "" in key[:1] + key[2:])
+                for key, bad in zip(key_tuples(existing), invalid)]
         merged = pd.concat([existing[keep], new], ignore_index=True)
     return merged.sort_values(KEY, kind="stable").reset_index(drop=True)
 
@@ -154,9 +175,10 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
     return f"# {title}\n\n{note}\n\n{shown.to_markdown(index=False)}\n"
 
 
-def results_markdown(table: pd.DataFrame, title: str) -> str:
-    """results.md: the summary per model (mean ± sd over seeds, throughput per device),
-    then every row."""
+def results_markdown(table: pd.DataFrame, title: str, directory: Path | None = None) -> str:
+    """results.md: the summary per model (mean ± sd over seeds, intervals over test
+    examples from the per-example files under `directory`, throughput per device), then
+    every row."""
     from genvar_bench.report import summary_markdown
 
     if "status" in table:
@@ -164,7 +186,7 @@ def results_markdown(table: pd.DataFrame, title: str) -> str:
     else:
         rows = table
     details = to_markdown(rows, "All rows").replace("# All rows", "## All rows", 1)
-    return summary_markdown(table, title) + "\n" + details
+    return summary_markdown(table, title, directory) + "\n" + details
 
 
 def results_lock(csv_path: Path) -> FileLock:
@@ -183,5 +205,5 @@ def update_results(out_dir: str | os.PathLike, dataset: str, profile: str,
         table = merge_rows(read_results(csv_path), rows)
         _atomic_write_text(csv_path, table.to_csv(index=False))
         _atomic_write_text(directory / "results.md",
-                           results_markdown(table, f"{dataset}, profile {profile}"))
+                           results_markdown(table, f"{dataset}, profile {profile}", directory))
     return csv_path

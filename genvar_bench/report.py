@@ -16,9 +16,18 @@ PUBLISHED = [
     ("mnist", "iwae", 1, 1, 88.71, "IWAE paper App. D, fixed binarization, IS k=5000, 3280 epochs"),
     ("mnist", "iwae", 5, 1, 87.63, "IWAE paper App. D, fixed binarization, IS k=5000, 3280 epochs"),
     ("mnist", "iwae", 50, 1, 87.10, "IWAE paper App. D, fixed binarization, IS k=5000, 3280 epochs"),
+    ("mnist", "iwae", 50, 1, 86.82, "pythae reproduction, fixed binarization, 3280 epochs"),
     ("mnist", "vae", 1, 1, 88.71, "IWAE paper App. D (k=1: the same objective), 3280 epochs"),
+    ("mnist", "vae", 1, 1, 89.78, "pythae reproduction, fixed binarization, 3280 epochs"),
     ("mnist", "rbm-cd", 25, 1, 86.34, "Salakhutdinov & Murray 2008, CD-25, 500 hidden, AIS"),
 ]
+
+
+def published(dataset: str, method: str, k: int, layers: int) -> str:
+    """The published figures for a model's setting, as "nats (source)"; "" when none."""
+    return "; ".join(f"{nats:.2f} ({label})" for name, published_method, published_k, published_layers,
+                     nats, label in PUBLISHED
+                     if (name, published_method, published_k, published_layers) == (dataset, method, k, layers))
 
 
 def model_label(row) -> str:
@@ -82,6 +91,8 @@ def summarize(table: pd.DataFrame, directory: Path | None = None) -> pd.DataFram
         line.update(test_nll=nll.mean(), test_nll_sd=nll.std(ddof=1) if len(nll) > 1 else math.nan,
                     seeds=int(scored["seed"].nunique()), test_bound=scored["test_bound"].mean(),
                     estimator=scored["nll_estimator"].iloc[0])
+        if "dataset" in scored:
+            line["published"] = published(str(scored["dataset"].iloc[0]), key[0], int(key[2]), int(key[3]))
         values = per_example_nll(scored, directory)
         if values is not None:
             per_example[line["model"]] = values
@@ -127,10 +138,12 @@ def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = N
                       f"to the best model ({summary['best_model'].iloc[0]}) on the same test "
                       "examples, ± its 95% interval; an interval that excludes 0 is a real gap "
                       "on this test set (for the estimators as they stand)."]
+    has_published = "published" in summary and (summary["published"].fillna("") != "").any()
     interval_headers = "95% CI | vs best | " if has_intervals else ""
     lines += ["", "| model | test NLL | seeds | " + interval_headers + "bound | estimator | "
-              + " | ".join(throughput) + " | CPU fused / reference |",
-              "|---" * (6 + len(throughput) + (2 if has_intervals else 0)) + "|"]
+              + " | ".join(throughput) + " | CPU fused / reference |"
+              + (" published (same binarization and estimator) |" if has_published else ""),
+              "|---" * (6 + len(throughput) + (2 if has_intervals else 0) + has_published) + "|"]
     for _, line in summary.iterrows():
         sd = "" if math.isnan(line["test_nll_sd"]) else f" ± {line['test_nll_sd']:.2f}"
         speeds = " | ".join("-" if pd.isna(line[column]) else f"{line[column]:.0f}"
@@ -143,8 +156,10 @@ def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = N
             intervals = ("-" if ci is None or pd.isna(ci) else f"± {ci:.2f}") + " | " + (
                 "-" if vs is None or pd.isna(vs) else
                 f"{_cell(vs, signed=True)} ± {_cell(line['vs_best_ci95'])}") + " | "
+        cited = f" {line.get('published') or '-'} |" if has_published else ""
         lines.append(f"| {line['model']} | {line['test_nll']:.2f}{sd} | {line['seeds']} | "
-                     f"{intervals}{line['test_bound']:.2f} | {line['estimator']} | {speeds} | {ratio} |")
+                     f"{intervals}{line['test_bound']:.2f} | {line['estimator']} | {speeds} | {ratio} |"
+                     + cited)
     failed = table[table["status"].isin(["failed", "invalid"])] if "status" in table else table.iloc[:0]
     if not failed.empty:
         lines += ["", "Failed or invalid:", ""] + [f"- {model_label(row)} seed {row['seed']} "

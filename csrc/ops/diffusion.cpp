@@ -7,6 +7,8 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 namespace genvar {
@@ -97,8 +99,34 @@ void check_steps_in_range(const at::Tensor& steps, int64_t num_steps) {
               slice, ", ", example, "] = ", steps[slice][example].item<int64_t>());
 }
 
-at::Tensor binomial_schedule_table(const at::Tensor& betas, at::Device device) {
-  const std::vector<double> beta = read_betas(betas);
+// The tables of the last few schedules per kind, keyed by the betas' values and the
+// device: a training run calls an op with one schedule at every step, and building
+// its table costs T rows of double transcendentals (70 us at T = 1000 here). The
+// kernels only read a table. Held on the heap and never freed: no CUDA tensor is
+// released after the CUDA runtime has shut down at exit.
+namespace {
+class ScheduleCache {
+ public:
+  at::Tensor get(const std::vector<double>& beta, at::Device device,
+                 at::Tensor (*build)(const std::vector<double>&)) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [key, table] : entries_) {
+      if (table.device() == device && key == beta) return table;
+    }
+    at::Tensor table = build(beta).to(device);
+    if (entries_.size() == kMaxEntries) entries_.erase(entries_.begin());
+    entries_.emplace_back(beta, table);
+    return table;
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 8;
+  std::mutex mutex_;
+  std::vector<std::pair<std::vector<double>, at::Tensor>> entries_;
+};
+}  // namespace
+
+static at::Tensor build_binomial_table(const std::vector<double>& beta) {
   const std::vector<double> log_abar = log_abar_of(beta);
   const int64_t num_steps = static_cast<int64_t>(beta.size());
   at::Tensor table = new_table(num_steps, kBinomialColumns);
@@ -122,11 +150,10 @@ at::Tensor binomial_schedule_table(const at::Tensor& betas, at::Device device) {
       row[kBinomialEntropy + cell] = std::log1p(e) + std::fabs(lq) * e / (1 + e);
     }
   }
-  return table.to(device);
+  return table;
 }
 
-at::Tensor gaussian_schedule_table(const at::Tensor& betas, at::Device device) {
-  const std::vector<double> beta = read_betas(betas);
+static at::Tensor build_gaussian_table(const std::vector<double>& beta) {
   const std::vector<double> log_abar = log_abar_of(beta);
   const int64_t num_steps = static_cast<int64_t>(beta.size());
   at::Tensor table = new_table(num_steps, kGaussianColumns);
@@ -146,7 +173,17 @@ at::Tensor gaussian_schedule_table(const at::Tensor& betas, at::Device device) {
     row[kGaussianVarQ] = var_q;
     row[kGaussianOffset] = -std::log(var_q) - 1;
   }
-  return table.to(device);
+  return table;
+}
+
+at::Tensor binomial_schedule_table(const at::Tensor& betas, at::Device device) {
+  static auto* cache = new ScheduleCache();
+  return cache->get(read_betas(betas), device, build_binomial_table);
+}
+
+at::Tensor gaussian_schedule_table(const at::Tensor& betas, at::Device device) {
+  static auto* cache = new ScheduleCache();
+  return cache->get(read_betas(betas), device, build_gaussian_table);
 }
 
 PreparedDiffusion prepare_diffusion(const at::Tensor& x0, const at::Tensor& xt,

@@ -49,7 +49,8 @@ void check_diffusion_grad(const at::Tensor& grad, const at::Tensor& output,
 void check_steps_in_range(const at::Tensor& steps, int64_t num_steps);
 
 // [T, kBinomialColumns] and [T, kGaussianColumns] float64 tables on `device`.
-// Both check every beta in (0, 1] (on CUDA, reading betas synchronises).
+// Both check every beta in (0, 1] (on CUDA, reading betas synchronises); a
+// schedule's table is built once and then served from a cache keyed by its values.
 at::Tensor binomial_schedule_table(const at::Tensor& betas, at::Device device);
 at::Tensor gaussian_schedule_table(const at::Tensor& betas, at::Device device);
 

@@ -3,13 +3,29 @@
 Importing the package loads the `genvar` op library (genvar_bench._C) and
 registers the ops' fake kernels and autograd formulas; the pure-PyTorch
 reference path works without it (`--backend reference`).
+
+The public API, for methods brought from outside (docs/adding-a-method.md):
+`Method`, `Option`, `register`, `build_method`, `load_dataset`, `load_model`, and the
+model families under `genvar_bench.methods`.
 """
 from genvar_bench._extension import extension_available, require_extension
 
-__all__ = ["extension_available", "load_model", "require_extension"]
+__all__ = ["Method", "Option", "build_method", "extension_available", "load_dataset", "load_model",
+           "register", "require_extension"]
 __version__ = "0.1.0"
 
 from genvar_bench import ops  # noqa: E402  (registers fake kernels and autograd)
+from genvar_bench.core import Method, Option, register  # noqa: E402
+from genvar_bench.data import load_dataset  # noqa: E402
+
+
+def build_method(name: str, **config) -> Method:
+    """A registered method (built-in, plugin or entry point) by name:
+    `build_method("iwae", data_dim=784, num_samples=5, backend="fused")`."""
+    import genvar_bench.methods  # noqa: F401  (registers the built-in methods)
+    from genvar_bench.core import build_method as build
+
+    return build(name, **config)
 
 
 def load_model(path, device="cpu", backend=None):

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import torch
 
+import genvar_bench.methods  # noqa: F401  (registers the built-in methods)
 from genvar_bench import data as datasets
-from genvar_bench.methods.denoisers import NETWORKS
-from genvar_bench.methods.diffusion import SCHEDULES
-from genvar_bench.methods.rws import LATENTS, Q_UPDATES
+from genvar_bench.core import METHODS, Option
 from genvar_bench.ops import BACKENDS
 from genvar_bench.profiles import PROFILES, get_profile
 
@@ -89,12 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train and score methods; add their rows to the table")
     run.add_argument("--method", type=_name_list, default=None,
-                     help="comma-separated method names (default: vae,iwae)")
+                     help="comma-separated method names (default: vae,iwae); known: "
+                          + ", ".join(sorted(METHODS)))
+    run.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                     help="load methods from a Python file or module that registers them "
+                          "(repeatable); installed packages' entry points "
+                          "(group genvar_bench.methods) load always")
     run.add_argument("--all", action="store_true",
                      help="every method for the dataset's kind of data, vae and iwae at "
                           "k = 1, 5, 50, the others at their own k")
     run.add_argument("--k", type=_int_list, default=None,
-                     help="comma-separated sample counts (default: the profile's)")
+                     help="comma-separated k, what each method counts: " + "; ".join(
+                         f"{meaning} ({', '.join(names)})" for meaning, names in _k_meanings().items())
+                     + " (default: the method's, else the profile's)")
     run.add_argument("--layers", type=_int_list, default=[1], help="stochastic layers: 1 and/or 2")
     run.add_argument("--dataset", choices=datasets.DATASETS, default=None,
                      help="default: the profile's (quick: digits; standard, paper: mnist)")
@@ -119,25 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     from genvar_bench import executors
     executors.add_arguments(run)
-    options = run.add_argument_group(
-        "method options", "each applies to the methods that have it; comma lists run every value")
-    options.add_argument("--q-update", dest="q_update", type=_choice_list("q_update", Q_UPDATES),
-                         help="rws: how q learns: wake, sleep or mix (default wake)")
-    options.add_argument("--latent", type=_choice_list("latent", LATENTS),
-                         help="rws: gaussian (the IWAE models) or binary (a 200-unit SBN); "
-                              "default gaussian")
-    options.add_argument("--noise", type=_float_range_list(*NOISE_RANGE),
-                         help="dae: standard deviation of the code noise (default 0.8; codes lie "
-                              f"in [-1, 1]; from {NOISE_RANGE[0]} to {NOISE_RANGE[1]})")
-    options.add_argument("--diffusion-steps", dest="diffusion_steps", type=_int_range_list(2, 100_000),
-                         help="diffusion: number of steps T (default: the profile's, quick 100, else 1000)")
-    options.add_argument("--schedule", type=_choice_list("schedule", SCHEDULES),
-                         help="diffusion: paper (beta_t = 1/(T - t + 1), the default) or linear")
-    options.add_argument("--network", type=_choice_list("network", NETWORKS),
-                         help="diffusion: the reverse network, mlp (default) or conv (square images)")
-    options.add_argument("--hidden", type=_int_range_list(1, 100_000),
-                         help="rbm-cd, rbm-pcd: hidden units (default 500 on MNIST, 100 on digits); "
-                              "--k is the Gibbs sweeps per update (CD-k, PCD-k)")
+    add_method_options(run)
     score = commands.add_parser(
         "score", help="re-score a kept model (results/<dataset>/<profile>/models/*.pt) under the "
                       "protocol of its row and print the row")
@@ -168,7 +156,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-OPTION_NAMES = ("q_update", "latent", "noise", "diffusion_steps", "schedule", "network", "hidden")
+def _k_meanings() -> dict[str, list[str]]:
+    meanings: dict[str, list[str]] = {}
+    for name in sorted(METHODS):
+        meanings.setdefault(getattr(METHODS[name], "k_meaning", "importance samples"), []).append(name)
+    return meanings
+
+
+def registered_options() -> dict[str, tuple[Option, list[str]]]:
+    """{option name: (its declaration, the methods that have it)} over the registry."""
+    found: dict[str, tuple[Option, list[str]]] = {}
+    for name in sorted(METHODS):
+        for option in getattr(METHODS[name], "options", ()):
+            found.setdefault(option.name, (option, []))[1].append(name)
+    return found
+
+
+def _option_list(option: Option):
+    """The argparse type of an option's flag: a checked comma list, repeats dropped."""
+    def parse(text: str) -> list:
+        try:
+            return _unique(option.parse(text), text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error))
+    return parse
+
+
+def add_method_options(run) -> None:
+    """One flag per option declared by a registered method (built-in or plugin)."""
+    group = run.add_argument_group(
+        "method options", "each applies to the methods that have it; comma lists run every value")
+    for name, (option, methods) in sorted(registered_options().items()):
+        group.add_argument(option.flag, dest=name, type=_option_list(option), default=None,
+                           help=f"{', '.join(methods)}: {option.help}")
 
 
 def _choice_list(name: str, choices: tuple[str, ...]):
@@ -182,50 +202,27 @@ def _choice_list(name: str, choices: tuple[str, ...]):
     return parse
 
 
-# The DAE's code noise: codes lie in [-1, 1]; far below this range float32 scoring
-# underflows, far above it the prior is flat and the scores meaningless.
-NOISE_RANGE = (1e-3, 100.0)
-
-
-def _float_range_list(low: float, high: float):
-    """A parser of comma-separated numbers in [low, high], repeats dropped."""
-    def parse(text: str) -> list[float]:
-        try:
-            values = [float(item) for item in text.split(",") if item.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-        if not values or not all(low <= value <= high for value in values):
-            raise argparse.ArgumentTypeError(f"expected numbers from {low} to {high}, got {text!r}")
-        return _unique(values, text)
-    return parse
-
-
 def build_configs(args, profile, data_dim: int, data_kind: str = "binary") -> list:
     """Every (method, options, k, layers, seed, device) asked for, each option only where
     the method has it; an option no chosen method has is an error. Defaults that depend
     on the profile (T of diffusion) or the data (RBM hidden units) are filled in."""
-    from genvar_bench.core import METHODS, method_options
+    from genvar_bench.core import method_spec_options, resolved_option_defaults
     from genvar_bench.runner import RunConfig
 
-    import genvar_bench.methods  # noqa: F401  (fills the registry)
     if args.all:
         methods = [name for name in METHODS if getattr(METHODS[name], "data_kind", "binary") == data_kind]
     else:
         methods = args.method or ["vae", "iwae"]
-    given = {name: getattr(args, name) for name in OPTION_NAMES if getattr(args, name) is not None}
-    accepted = {name: method_options(name) for name in methods}
+    given = {name: getattr(args, name) for name in registered_options()
+             if getattr(args, name, None) is not None}
+    accepted = {name: method_spec_options(name) for name in methods}
     unused = [name for name in given if not any(name in options for options in accepted.values())]
     if unused:
         sys.exit(f"error: --{unused[0].replace('_', '-')} applies to none of the methods "
                  f"{', '.join(methods)}")
     configs = []
     for method in methods:
-        defaults = dict(accepted[method])
-        if "diffusion_steps" in defaults:
-            defaults["diffusion_steps"] = profile.diffusion_steps
-        if "hidden" in defaults and defaults["hidden"] is None:
-            from genvar_bench.methods.rbm import default_hidden_units
-            defaults["hidden"] = default_hidden_units(data_dim)
+        defaults = resolved_option_defaults(method, profile, data_dim)
         names = sorted(defaults)
         sample_counts = (args.k or (ALL_SAMPLE_COUNTS.get(method) if args.all else None)
                          or getattr(METHODS[method], "default_num_samples", None)
@@ -366,8 +363,6 @@ def command_run(args) -> int:
     for device in args.devices:
         for backend in args.backends:
             _check_device(device, backend)
-    import genvar_bench.methods  # noqa: F401  (fills the registry)
-    from genvar_bench.core import METHODS
     unknown = [name for name in args.method or [] if name not in METHODS]
     if unknown:
         sys.exit(f"error: unknown method {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
@@ -521,7 +516,24 @@ def command_sample(args) -> int:
     return 0
 
 
+def load_plugins(argv: list[str] | None) -> None:
+    """Registers the methods of installed entry points and of every `--plugin` in argv,
+    before the parser is built from the registry: their options become flags."""
+    from genvar_bench.plugins import PluginError, load_entry_points, load_plugin
+
+    load_entry_points()
+    prescan = argparse.ArgumentParser(add_help=False)
+    prescan.add_argument("--plugin", action="append", default=[])
+    known, _ = prescan.parse_known_args(sys.argv[1:] if argv is None else argv)
+    for source in known.plugin:
+        try:
+            load_plugin(source)
+        except PluginError as error:
+            sys.exit(f"error: {error}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    load_plugins(argv)
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return command_run(args)

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genvar_bench import estimators
-from genvar_bench.core import build_method
+from genvar_bench.core import METHODS, build_method
 from genvar_bench.data import Dataset
 from genvar_bench.profiles import Profile
 from genvar_bench.train import train
@@ -219,7 +219,8 @@ def save_model(method, config: RunConfig, data: Dataset, profile: Profile, path:
         "backend": config.backend, "dataset": data.name, "profile": profile.name,
         "image_shape": data.image_shape, "value_range": data.value_range,
         "eval_samples": profile.eval_samples, "seed": config.seed, "device": config.device,
-        "git_commit": git_commit(), "artifact": config.file_stem, "state_dict": state}, target))
+        "git_commit": git_commit(), "artifact": config.file_stem,
+        "plugin": getattr(METHODS[config.method], "plugin", None), "state_dict": state}, target))
 
 
 def save_per_example(per_example: dict[str, np.ndarray], path: Path) -> None:

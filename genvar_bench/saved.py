@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from genvar_bench.core import build_method
+import genvar_bench.methods  # noqa: F401  (the built-in methods)
+from genvar_bench.core import METHODS, build_method
 
 MODEL_FORMAT = "genvar-bench model 1"
 
@@ -49,6 +50,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     eval mode on `device`; info is the rest of the file (dataset, profile, seed, commit,
     image shape, ...). `backend` overrides the saved op backend (fused or reference)."""
     saved = read_model_file(path)
+    if saved["method"] not in METHODS and saved.get("plugin"):
+        from genvar_bench.plugins import PluginError, load_plugin
+        try:
+            load_plugin(saved["plugin"])
+        except PluginError as error:
+            raise ModelFileError(f"{path}: its method {saved['method']!r} comes from a plugin "
+                                 f"that cannot be loaded ({error})") from None
     method = build_method(saved["method"], data_dim=saved["data_dim"], layers=saved["layers"],
                           num_samples=saved["num_samples"], backend=backend or saved["backend"],
                           **saved["options"])

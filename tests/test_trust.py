@@ -213,9 +213,11 @@ def test_a_garbage_results_file_is_a_one_line_error(tmp_path):
     (["--eval-samples", "0"], "positive integer"),
     (["--eval-samples", "x"], "positive integer"),
     (["--device", "tpu"], "unknown device 'tpu'"),
-    (["--method", "dae", "--noise", "1e6"], "numbers from 0.001 to 100"),
-    (["--method", "dae", "--noise", "1e-30"], "numbers from 0.001 to 100"),
-    (["--method", "diffusion", "--diffusion-steps", "1"], "integers >= 2"),
+    (["--method", "dae", "--noise", "1e6"], "--noise takes values from 0.001 to 100"),
+    (["--method", "dae", "--noise", "1e-30"], "--noise takes values from 0.001 to 100"),
+    (["--method", "dae", "--noise", "nan"], "--noise takes finite numbers"),
+    (["--method", "diffusion", "--diffusion-steps", "1"], "--diffusion-steps takes values from 2"),
+    (["--method", "rws", "--q-update", "dream"], "--q-update must be among wake, sleep, mix"),
 ])
 def test_bad_arguments_are_argparse_errors(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as error:

@@ -22,8 +22,9 @@ from torch import nn
 from torch.nn.functional import logsigmoid
 
 from genvar_bench.core import register
-from genvar_bench.methods.diffusion import (DiffusionMethod, ForwardProcess,
-                                            ReverseProcess, beta_schedule, check_config)
+from genvar_bench.methods.diffusion import (OPTIONS, DiffusionMethod, ForwardProcess,
+                                            ReverseProcess, beta_schedule, check_config,
+                                            option_defaults)
 
 # kappa_0 is +inf (the t = 1 posterior is x_0 itself); this stands in for it.
 KAPPA_MAX = 40.0
@@ -76,7 +77,8 @@ class BinomialReverse(ReverseProcess):
         return log_one - log_zero
 
 
-@register("diffusion")
+@register("diffusion", options=OPTIONS, option_defaults=option_defaults,
+          k_meaning="diffusion steps per example")
 class BinomialDiffusion(DiffusionMethod):
     data_kind = "binary"
 

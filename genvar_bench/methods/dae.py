@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from genvar_bench.core import register
+from genvar_bench.core import Option, register
 from genvar_bench.methods.latent import ARCHITECTURES, GaussianLatentMethod, mlp
 
 
@@ -38,9 +38,15 @@ class NoisyCode(nn.Module):
         return mu, torch.full_like(mu, self.log_variance)
 
 
-@register("dae")
+# Far below this range float32 scoring underflows to NaN; far above it the prior is flat
+# and the figures meaningless (codes lie in [-1, 1]).
+NOISE_RANGE = (1e-3, 100.0)
+
+
+@register("dae", default_num_samples=(1,), options=(
+    Option("noise", float, 0.8, "standard deviation of the code noise (default 0.8; codes "
+           "lie in [-1, 1])", low=NOISE_RANGE[0], high=NOISE_RANGE[1]),))
 class DenoisingAutoencoder(GaussianLatentMethod):
-    default_num_samples = (1,)
 
     def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 1,
                  backend: str = "fused", noise: float = 0.8):

@@ -22,10 +22,24 @@ import math
 import torch
 from torch import nn
 
-from genvar_bench.core import GenerativeModel, InferenceModel, Method
+from genvar_bench.core import GenerativeModel, InferenceModel, Method, Option
 from genvar_bench.methods.denoisers import NETWORKS, build_denoiser
 
 SCHEDULES = ("paper", "linear")
+# The options of both diffusion methods; T defaults to the profile's.
+OPTIONS = (
+    Option("diffusion_steps", int, None, "number of steps T (default: the profile's, quick "
+           "100, else 1000)", low=2, high=100_000),
+    Option("schedule", str, "paper", "paper (beta_t = 1/(T - t + 1), the default) or linear",
+           choices=SCHEDULES),
+    Option("network", str, "mlp", "the reverse network, mlp (default) or conv (square images)",
+           choices=NETWORKS),
+)
+
+
+def option_defaults(profile, data_dim: int) -> dict[str, object]:
+    return {"diffusion_steps": profile.diffusion_steps}
+
 # Most work spent on the k-trajectory bounds of a test set, in network rows
 # (k x T x examples) times (dims + 256): they are reported for the k that fit (on
 # digits with T = 100, k <= 50; on MNIST with T = 1000, none: k = 1 alone is 1e10).

@@ -19,8 +19,8 @@ import math
 import torch
 
 from genvar_bench.core import register
-from genvar_bench.methods.diffusion import (DiffusionMethod, ForwardProcess, ReverseProcess,
-                                            beta_schedule, check_config)
+from genvar_bench.methods.diffusion import (OPTIONS, DiffusionMethod, ForwardProcess, ReverseProcess,
+                                            beta_schedule, check_config, option_defaults)
 
 LOG_2PI = math.log(2 * math.pi)
 # The data's variance per dimension assumed by the x_0 predictor's scaling; the
@@ -79,7 +79,8 @@ class GaussianReverse(ReverseProcess):
         return mean, forward.table(forward.log_beta, steps, states) + correction
 
 
-@register("diffusion-gauss")
+@register("diffusion-gauss", options=OPTIONS, option_defaults=option_defaults,
+          k_meaning="diffusion steps per example")
 class GaussianDiffusion(DiffusionMethod):
     data_kind = "continuous"
 

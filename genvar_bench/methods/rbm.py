@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from genvar_bench import estimators
-from genvar_bench.core import GenerativeModel, InferenceModel, Method, register
+from genvar_bench.core import GenerativeModel, InferenceModel, Method, Option, register
 from genvar_bench.ops.rbm import next_offset
 
 # Learning settings of the RBMs in Salakhutdinov & Murray (2008), after Hinton &
@@ -268,17 +268,24 @@ class RBMMethod(Method):
         return torch.sigmoid(z @ self.rbm.weight.T + self.rbm.visible_bias)
 
 
-@register("rbm-cd")
+OPTIONS = (Option("hidden", int, None, "hidden units (default 500 on MNIST-sized data, 100 "
+                  "on digits)", low=1, high=100_000),)
+
+
+def option_defaults(profile, data_dim: int) -> dict[str, object]:
+    return {"hidden": default_hidden_units(data_dim)}
+
+
+@register("rbm-cd", default_num_samples=(1, 25), options=OPTIONS, option_defaults=option_defaults,
+          k_meaning="Gibbs sweeps per update (CD-k)")
 class ContrastiveDivergenceRBM(RBMMethod):
     """CD-k: each update's chains start at the batch (k = 1, 3, 25 in the paper)."""
 
-    default_num_samples = (1, 25)
 
-
-@register("rbm-pcd")
+@register("rbm-pcd", default_num_samples=(1,), options=OPTIONS, option_defaults=option_defaults,
+          k_meaning="Gibbs sweeps per update (PCD-k)")
 class PersistentContrastiveDivergenceRBM(RBMMethod):
     """PCD-k (Tieleman 2008): one set of chains persists across updates."""
 
-    default_num_samples = (1,)
     persistent = True
     learning_rate = 0.01

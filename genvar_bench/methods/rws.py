@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from genvar_bench.core import register
+from genvar_bench.core import Option, register
 from genvar_bench.methods.latent import GaussianLatentMethod
 from genvar_bench.methods.sbn import BinaryLatentMethod
 
@@ -67,7 +67,11 @@ class BinaryRWS(ReweightedWakeSleep, BinaryLatentMethod):
         self._set_q_update(q_update)
 
 
-@register("rws")
+@register("rws", default_num_samples=(5,), options=(
+    Option("q_update", str, "wake", "how q learns: wake (fit q to the resampled q_p^k, the "
+           "default), sleep (fit q at dreams of p) or mix (both)", choices=Q_UPDATES),
+    Option("latent", str, "gaussian", "gaussian (the IWAE models, the default) or binary "
+           "(a sigmoid belief network of 200 units)", choices=LATENTS)))
 def build_rws(data_dim: int, layers: int = 1, num_samples: int = 5, backend: str = "fused",
               q_update: str = "wake", latent: str = "gaussian"):
     """RWS with `latent` "gaussian" (the IWAE architectures) or "binary" (an SBN)."""
@@ -76,5 +80,3 @@ def build_rws(data_dim: int, layers: int = 1, num_samples: int = 5, backend: str
     family = GaussianRWS if latent == "gaussian" else BinaryRWS
     return family(data_dim, layers, num_samples, backend, q_update)
 
-
-build_rws.default_num_samples = (5,)

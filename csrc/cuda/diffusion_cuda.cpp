@@ -10,18 +10,16 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <tuple>
 
 #include "../ops/diffusion.h"
 #include "diffusion_launchers.h"
+#include "stream.h"
 
 namespace genvar {
 namespace {
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 cuda::DiffusionShape shape_of(const DiffusionSizes& sizes) {
   return {sizes.num_slices, sizes.batch, sizes.data_dim, sizes.num_steps};

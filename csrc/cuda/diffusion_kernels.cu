@@ -7,6 +7,7 @@
 // by diffusion_cuda.cpp, layout in ../ops/diffusion_table.h) once, so an
 // element costs one exp (and, for the binomial KL, one log1p).
 #include "diffusion_launchers.h"
+#include "device_utils.cuh"
 #include "../ops/diffusion_table.h"
 
 #include <cuda_runtime.h>
@@ -18,53 +19,9 @@
 namespace genvar::cuda {
 namespace {
 
-constexpr int kWarpSize = 32;
-constexpr int kMaxRowThreads = 256;
-constexpr int kItemsPerThread = 4;  // work per thread a row block aims for
-constexpr int64_t kMaxBlocks = int64_t{1} << 20;  // grid-stride loops cover the rest
-
 // kValue: the KL. kValueAndGrad: the KL and the derivatives (the training
 // path's forward). kGrad: the derivatives times grad[row], no KL.
 enum class Pass { kValue, kValueAndGrad, kGrad };
-
-// The accurate libm forms on purpose: both dtypes must match the CPU reference.
-__device__ __forceinline__ float exp_of(float value) { return expf(value); }
-__device__ __forceinline__ double exp_of(double value) { return ::exp(value); }
-__device__ __forceinline__ float log1p_of(float value) { return log1pf(value); }
-__device__ __forceinline__ double log1p_of(double value) { return ::log1p(value); }
-__device__ __forceinline__ float abs_of(float value) { return fabsf(value); }
-__device__ __forceinline__ double abs_of(double value) { return ::fabs(value); }
-
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t quiet_nan();
-template <>
-__device__ __forceinline__ float quiet_nan<float>() { return CUDART_NAN_F; }
-template <>
-__device__ __forceinline__ double quiet_nan<double>() { return CUDART_NAN; }
-
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t warp_sum(scalar_t value) {
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    value += __shfl_down_sync(0xffffffffu, value, offset);
-  }
-  return value;
-}
-
-// Block-wide sum, valid in thread 0; blockDim.x must be a multiple of 32.
-template <typename scalar_t>
-__device__ scalar_t block_sum(scalar_t value) {
-  __shared__ scalar_t warp_totals[kMaxRowThreads / kWarpSize];
-  const int lane = threadIdx.x % kWarpSize;
-  const int warp = threadIdx.x / kWarpSize;
-  value = warp_sum(value);
-  if (lane == 0) warp_totals[warp] = value;
-  __syncthreads();
-  const int num_warps = blockDim.x / kWarpSize;
-  value = threadIdx.x < num_warps ? warp_totals[threadIdx.x] : scalar_t(0);
-  if (warp == 0) value = warp_sum(value);
-  __syncthreads();  // warp_totals is reused by the block's next row
-  return value;
-}
 
 // The row's table entries, or those of step 1 with `poison` NaN where the
 // step is out of [1, T] (the host checks; this only keeps reads in bounds).
@@ -173,16 +130,6 @@ __global__ void __launch_bounds__(kMaxRowThreads)
       if (threadIdx.x == 0) kl[row] = scalar_t(0.5) * total + poison;
     }
   }
-}
-
-unsigned grid_blocks(int64_t rows) { return static_cast<unsigned>(std::min(rows, kMaxBlocks)); }
-
-// Enough warps that each thread has about kItemsPerThread elements of its row.
-int row_block_threads(int64_t data_dim) {
-  const int64_t per_warp = int64_t{kWarpSize} * kItemsPerThread;
-  const int64_t warps = (data_dim + per_warp - 1) / per_warp;
-  return static_cast<int>(std::clamp<int64_t>(warps, 1, kMaxRowThreads / kWarpSize)) *
-         kWarpSize;
 }
 
 template <typename scalar_t, Pass kPass>

@@ -8,18 +8,16 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <tuple>
 
 #include "../ops/iwae.h"
 #include "iwae_launchers.h"
+#include "stream.h"
 
 namespace genvar {
 namespace {
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 at::Tensor iwae_log_weights_cuda(const at::Tensor& logits, const at::Tensor& x,
                                  const at::Tensor& z, const at::Tensor& mu,

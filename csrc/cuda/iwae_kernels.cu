@@ -6,6 +6,7 @@
 // like the CPU kernels; sums over k (up to 5000 samples) accumulate in double
 // for float32 too, per thread and across threads, and are cast once at the end.
 #include "iwae_launchers.h"
+#include "device_utils.cuh"
 
 #include <cuda_runtime.h>
 #include <math_constants.h>
@@ -17,68 +18,17 @@
 namespace genvar::cuda {
 namespace {
 
-constexpr int kWarpSize = 32;
-constexpr int kMaxRowThreads = 256;
-constexpr int kPacksPerThread = 4;  // work per thread a row kernel aims for
 constexpr int kColumnTile = 32;     // columns per block: a warp reads 32 adjacent ones
 constexpr int kSampleLanes = 16;    // threads per column, splitting its loop over k
 constexpr int kColumnThreads = kColumnTile * kSampleLanes;
 // Two 512-thread blocks per SM: up to 64 registers. Without a minimum, ptxas
 // for sm_80 held the double-accumulating column kernels to 40 and spilled.
 constexpr int kColumnBlocksPerSm = 2;
-constexpr int64_t kMaxBlocks = int64_t{1} << 20;  // grid-stride loops cover the rest
 
 // The type of every sum over k, whatever scalar_t is (as on the CPU).
 using accumulate_t = double;
 
 // ---------------------------------------------------------------------------
-// Scalar math. The accurate libm forms on purpose: __expf loses accuracy for
-// large arguments, and both float and double must match the CPU reference.
-
-__device__ __forceinline__ float exp_of(float value) { return expf(value); }
-__device__ __forceinline__ double exp_of(double value) { return ::exp(value); }
-__device__ __forceinline__ float log_of(float value) { return logf(value); }
-__device__ __forceinline__ double log_of(double value) { return ::log(value); }
-__device__ __forceinline__ float log1p_of(float value) { return log1pf(value); }
-__device__ __forceinline__ double log1p_of(double value) { return ::log1p(value); }
-__device__ __forceinline__ float abs_of(float value) { return fabsf(value); }
-__device__ __forceinline__ double abs_of(double value) { return ::fabs(value); }
-
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t negative_infinity();
-template <>
-__device__ __forceinline__ float negative_infinity<float>() { return -CUDART_INF_F; }
-template <>
-__device__ __forceinline__ double negative_infinity<double>() { return -CUDART_INF; }
-
-// softplus and sigmoid are written with e = exp(-|l|), so that no exponent
-// overflows at l = +-80 and beyond; the forward that also writes d log_w /
-// d logits computes e once for both.
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t exp_neg_abs(scalar_t logit) {
-  return exp_of(-abs_of(logit));
-}
-
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t softplus_given(scalar_t logit, scalar_t e) {
-  const scalar_t positive_part = logit > scalar_t(0) ? logit : scalar_t(0);
-  return positive_part + log1p_of(e);
-}
-
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t sigmoid_given(scalar_t logit, scalar_t e) {
-  return logit >= scalar_t(0) ? scalar_t(1) / (scalar_t(1) + e) : e / (scalar_t(1) + e);
-}
-
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t softplus(scalar_t logit) {
-  return softplus_given(logit, exp_neg_abs(logit));
-}
-
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t sigmoid(scalar_t logit) {
-  return sigmoid_given(logit, exp_neg_abs(logit));
-}
 
 // log p(z) - log q(z | x) for one latent coordinate; the log(2 pi) terms cancel.
 template <typename scalar_t>
@@ -89,36 +39,6 @@ __device__ __forceinline__ scalar_t latent_term(scalar_t z, scalar_t mean, scala
 
 // ---------------------------------------------------------------------------
 // Row kernels: one block per (k, b) row of logits, threads striding over D.
-
-// A 16-byte load of kVec scalars; the launcher checks the alignment.
-template <typename scalar_t, int kVec>
-struct alignas(sizeof(scalar_t) * kVec) Packed {
-  scalar_t val[kVec];
-};
-
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t warp_sum(scalar_t value) {
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    value += __shfl_down_sync(0xffffffffu, value, offset);
-  }
-  return value;
-}
-
-// Block-wide sum, valid in thread 0; blockDim.x must be a multiple of 32.
-template <typename scalar_t>
-__device__ scalar_t block_sum(scalar_t value) {
-  __shared__ scalar_t warp_totals[kMaxRowThreads / kWarpSize];
-  const int lane = threadIdx.x % kWarpSize;
-  const int warp = threadIdx.x / kWarpSize;
-  value = warp_sum(value);
-  if (lane == 0) warp_totals[warp] = value;
-  __syncthreads();
-  const int num_warps = blockDim.x / kWarpSize;
-  value = threadIdx.x < num_warps ? warp_totals[threadIdx.x] : scalar_t(0);
-  if (warp == 0) value = warp_sum(value);
-  __syncthreads();  // warp_totals is reused by the block's next row
-  return value;
-}
 
 // log_weights[row] = sum_d x_d l_d - softplus(l_d) + the latent terms. With
 // kWriteGrad, also dlogits[row, d] = x_d - sigmoid(l_d), the gradient of
@@ -356,19 +276,6 @@ __global__ void __launch_bounds__(kColumnThreads, kColumnBlocksPerSm)
 
 // ---------------------------------------------------------------------------
 // Launch helpers.
-
-unsigned grid_blocks(int64_t units) {
-  return static_cast<unsigned>(std::min(units, kMaxBlocks));
-}
-
-// Enough warps that each thread has about kPacksPerThread items of its row:
-// short rows do not idle most of a 256-thread block, long rows get all 256.
-int row_block_threads(int64_t row_items) {
-  const int64_t per_warp = int64_t{kWarpSize} * kPacksPerThread;
-  const int64_t warps = (row_items + per_warp - 1) / per_warp;
-  return static_cast<int>(std::clamp<int64_t>(warps, 1, kMaxRowThreads / kWarpSize)) *
-         kWarpSize;
-}
 
 unsigned column_grid(int64_t columns) {
   return grid_blocks((columns + kColumnTile - 1) / kColumnTile);

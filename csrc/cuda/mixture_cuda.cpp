@@ -7,13 +7,13 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <tuple>
 
 #include "../ops/mixture.h"
 #include "mixture_launchers.h"
+#include "stream.h"
 
 namespace genvar {
 namespace {
@@ -22,7 +22,6 @@ namespace {
 // keep the GPU busy, and a forward at M = 5000, N = 50000 takes 21 tiles.
 constexpr MixtureTiling kTiling{2048, 8192};
 
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 template <typename scalar_t>
 void forward_pass(const MixtureTile<scalar_t>& tile, double* running_shift, double* running_sum) {

@@ -2,6 +2,7 @@
 // arithmetic as csrc/cpu/mixture_kernel.cpp, on a tile that cuBLAS has just
 // written. No torch header (see mixture_launchers.h).
 #include "mixture_launchers.h"
+#include "device_utils.cuh"
 
 #include <cuda_runtime.h>
 #include <math_constants.h>
@@ -12,15 +13,10 @@
 namespace genvar::cuda {
 namespace {
 
-constexpr int kWarpSize = 32;
 constexpr int kThreads = 256;
 constexpr int64_t kMaxRowBlocks = 65535;     // gridDim.y limit; rows loop beyond it
 constexpr int64_t kMaxColumnBlocks = 1024;   // per row of the weights pass
 constexpr int64_t kMaxForwardBlocks = int64_t{1} << 20;
-
-// The accurate libm forms, as in iwae_kernels.cu: the CPU reference is exact.
-__device__ __forceinline__ float exp_of(float value) { return expf(value); }
-__device__ __forceinline__ double exp_of(double value) { return ::exp(value); }
 
 template <typename scalar_t>
 __device__ __forceinline__ scalar_t infinity();
@@ -28,13 +24,6 @@ template <>
 __device__ __forceinline__ float infinity<float>() { return CUDART_INF_F; }
 template <>
 __device__ __forceinline__ double infinity<double>() { return CUDART_INF; }
-
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t quiet_nan();
-template <>
-__device__ __forceinline__ float quiet_nan<float>() { return CUDART_NAN_F; }
-template <>
-__device__ __forceinline__ double quiet_nan<double>() { return CUDART_NAN; }
 
 struct Add {
   template <typename value_t>

@@ -10,7 +10,6 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cstdint>
@@ -19,6 +18,7 @@
 
 #include "../ops/rbm.h"
 #include "rbm_launchers.h"
+#include "stream.h"
 
 namespace genvar {
 namespace {
@@ -30,7 +30,7 @@ void sample_layer(const at::Tensor& pre, const at::Tensor& add, const at::Tensor
       pre.const_data_ptr<scalar_t>(), add.defined() ? add.const_data_ptr<scalar_t>() : nullptr,
       shift.defined() ? shift.const_data_ptr<scalar_t>() : nullptr,
       static_cast<scalar_t>(beta), out.size(0), out.size(1), static_cast<uint64_t>(seed), step,
-      out.mutable_data_ptr<scalar_t>(), c10::cuda::getCurrentCUDAStream().stream()));
+      out.mutable_data_ptr<scalar_t>(), current_stream()));
 }
 
 std::tuple<at::Tensor, at::Tensor> rbm_gibbs_cuda(

@@ -9,6 +9,7 @@
 // by an ulp against the reference's two roundings (a flipped draw needs a
 // 24-bit u within that ulp of p).
 #include "rbm_launchers.h"
+#include "device_utils.cuh"
 #include "../philox.h"
 
 #include <cuda_runtime.h>
@@ -20,10 +21,6 @@ namespace genvar::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = int64_t{1} << 20;
-
-__device__ __forceinline__ float exp_of(float value) { return expf(value); }
-__device__ __forceinline__ double exp_of(double value) { return ::exp(value); }
 
 // 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below, as the CPU computes it.
 template <typename scalar_t>

@@ -8,18 +8,16 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <tuple>
 
 #include "../ops/sbn.h"
 #include "sbn_launchers.h"
+#include "stream.h"
 
 namespace genvar {
 namespace {
-
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 // The inputs of a forward, contiguous.
 struct SbnInputs {

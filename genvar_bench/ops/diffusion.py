@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from genvar_bench._extension import extension_available
+from genvar_bench.ops.registry import Gradients, define_op
 
 
 def _softplus(logits):
@@ -94,39 +94,6 @@ def diffusion_gaussian_kl_ref(x0, xt, mean, log_var, steps, betas):
     return torch.where(first, nll, kl).sum(-1)
 
 
-def _cpu_training(output, *others):
-    """On a CPU the cost is the transcendentals, so the training path's forward writes
-    the derivative while it has the exp at hand and the backward only scales it; on a GPU
-    the cost is bytes, and recomputing is cheaper. Under torch.compile the plain op runs:
-    the training path's backward keeps its buffers on ctx, which AOTAutograd cannot trace."""
-    return (output.device.type == "cpu" and torch.is_grad_enabled()
-            and any(tensor.requires_grad for tensor in (output, *others))
-            and not torch.compiler.is_compiling())
-
-
-def fused_diffusion_binomial_kl(x0, xt, logits, steps, betas):
-    """`genvar::diffusion_binomial_kl`, or on CPU when logits need a gradient,
-    `genvar::diffusion_binomial_kl_and_grad`; the same [T', B] as diffusion_binomial_kl_ref
-    for binary x0 and xt. Non-binary x0 or xt (NaN included) is an error on the CPU (found
-    in the kernel's pass); on CUDA the rows holding one come out NaN (checking would cost
-    a pass and a synchronisation). steps outside [1, T] and betas outside (0, 1] are errors
-    on both devices; on CUDA that check copies betas and the range of steps to the host,
-    so the op waits for the stream once per call."""
-    if _cpu_training(logits):
-        return torch.ops.genvar.diffusion_binomial_kl_and_grad(x0, xt, logits, steps, betas)[0]
-    return torch.ops.genvar.diffusion_binomial_kl(x0, xt, logits, steps, betas)
-
-
-def fused_diffusion_gaussian_kl(x0, xt, mean, log_var, steps, betas):
-    """`genvar::diffusion_gaussian_kl`, or on CPU when mean or log_var need a gradient,
-    `genvar::diffusion_gaussian_kl_and_grad`; the same [T', B] as diffusion_gaussian_kl_ref.
-    steps and betas are checked as for fused_diffusion_binomial_kl."""
-    if _cpu_training(mean, log_var):
-        return torch.ops.genvar.diffusion_gaussian_kl_and_grad(
-            x0, xt, mean, log_var, steps, betas)[0]
-    return torch.ops.genvar.diffusion_gaussian_kl(x0, xt, mean, log_var, steps, betas)
-
-
 def _check_shapes(x0, xt, output, steps, betas):
     torch._check(output.dim() == 3, lambda: f"output must be [T', B, D], got {output.shape}")
     torch._check(x0.shape == output.shape[1:], lambda: f"x0 must be [B, D], got {x0.shape}")
@@ -138,94 +105,26 @@ def _check_shapes(x0, xt, output, steps, betas):
                  lambda: f"betas must be [T] with T > 0, got {betas.shape}")
 
 
-def _register_fakes():
-    @torch.library.register_fake("genvar::diffusion_binomial_kl")
-    def _(x0, xt, logits, steps, betas):
-        _check_shapes(x0, xt, logits, steps, betas)
-        return logits.new_empty(logits.shape[:2])
-
-    @torch.library.register_fake("genvar::diffusion_binomial_kl_backward")
-    def _(grad, x0, xt, logits, steps, betas):
-        _check_shapes(x0, xt, logits, steps, betas)
-        return torch.empty_like(logits)
-
-    @torch.library.register_fake("genvar::diffusion_binomial_kl_and_grad")
-    def _(x0, xt, logits, steps, betas):
-        _check_shapes(x0, xt, logits, steps, betas)
-        return logits.new_empty(logits.shape[:2]), torch.empty_like(logits)
-
-    @torch.library.register_fake("genvar::diffusion_binomial_kl_and_grad_backward_")
-    def _(grad, dlogits):
-        return None
-
-    @torch.library.register_fake("genvar::diffusion_gaussian_kl")
-    def _(x0, xt, mean, log_var, steps, betas):
-        _check_shapes(x0, xt, mean, steps, betas)
-        return mean.new_empty(mean.shape[:2])
-
-    @torch.library.register_fake("genvar::diffusion_gaussian_kl_backward")
-    def _(grad, x0, xt, mean, log_var, steps, betas):
-        _check_shapes(x0, xt, mean, steps, betas)
-        return torch.empty_like(mean), torch.empty_like(log_var)
-
-    @torch.library.register_fake("genvar::diffusion_gaussian_kl_and_grad")
-    def _(x0, xt, mean, log_var, steps, betas):
-        _check_shapes(x0, xt, mean, steps, betas)
-        return mean.new_empty(mean.shape[:2]), torch.empty_like(mean), torch.empty_like(log_var)
-
-    @torch.library.register_fake("genvar::diffusion_gaussian_kl_and_grad_backward_")
-    def _(grad, dmean, dlog_var):
-        return None
+def _binomial_fake(x0, xt, logits, steps, betas):
+    _check_shapes(x0, xt, logits, steps, betas)
+    return logits.new_empty(logits.shape[:2])
 
 
-def _save_inputs(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
+def _gaussian_fake(x0, xt, mean, log_var, steps, betas):
+    _check_shapes(x0, xt, mean, steps, betas)
+    return mean.new_empty(mean.shape[:2])
 
 
-def _save_inputs_and_buffers(ctx, inputs, output):
-    # The first backward scales the derivative buffers in place into the gradients, so
-    # no second [T', B, D] tensor exists. They have no grad_fn: holding them on ctx makes
-    # no reference cycle. The inputs are kept for a second backward, which recomputes.
-    ctx.mark_non_differentiable(*output[1:])
-    ctx.set_materialize_grads(False)  # no zero [T', B, D] gradients for the buffers
-    ctx.buffers = output[1:]
-    ctx.save_for_backward(*inputs)
-
-
-def _binomial_backward(ctx, grad, *_):
-    if grad is None or not ctx.needs_input_grad[2]:
-        return None, None, None, None, None
-    buffers, ctx.buffers = getattr(ctx, "buffers", None), None
-    if buffers is None:  # the plain op, or a second backward through the training path
-        grad_logits = torch.ops.genvar.diffusion_binomial_kl_backward(grad, *ctx.saved_tensors)
-    else:
-        (grad_logits,) = buffers
-        torch.ops.genvar.diffusion_binomial_kl_and_grad_backward_(grad, grad_logits)
-    return None, None, grad_logits, None, None
-
-
-def _gaussian_backward(ctx, grad, *_):
-    if grad is None or not any(ctx.needs_input_grad[2:4]):
-        return None, None, None, None, None, None
-    buffers, ctx.buffers = getattr(ctx, "buffers", None), None
-    if buffers is None:  # the plain op, or a second backward through the training path
-        grad_mean, grad_log_var = torch.ops.genvar.diffusion_gaussian_kl_backward(
-            grad, *ctx.saved_tensors)
-    else:
-        grad_mean, grad_log_var = buffers
-        torch.ops.genvar.diffusion_gaussian_kl_and_grad_backward_(grad, grad_mean, grad_log_var)
-    return (None, None, grad_mean if ctx.needs_input_grad[2] else None,
-            grad_log_var if ctx.needs_input_grad[3] else None, None, None)
-
-
-def _register():
-    _register_fakes()
-    for name, backward in (("diffusion_binomial_kl", _binomial_backward),
-                           ("diffusion_gaussian_kl", _gaussian_backward)):
-        torch.library.register_autograd(f"genvar::{name}", backward, setup_context=_save_inputs)
-        torch.library.register_autograd(f"genvar::{name}_and_grad", backward,
-                                        setup_context=_save_inputs_and_buffers)
-
-
-if extension_available():
-    _register()
+# The training paths (registry.py): on CPU when the network outputs need a gradient, the
+# forward writes the derivatives and the backward scales them in place. Non-binary x0 or
+# xt (NaN included) is an error on the CPU (found in the kernel's pass); on CUDA the rows
+# holding one come out NaN (checking would cost a pass and a synchronisation). steps
+# outside [1, T] and betas outside (0, 1] are errors on both devices; on CUDA that check
+# copies betas and the range of steps to the host, so the op waits for the stream once
+# per call. Each schedule's table is built once (a cache in csrc/ops/diffusion.cpp).
+fused_diffusion_binomial_kl = define_op(
+    "diffusion_binomial_kl", diffusion_binomial_kl_ref, _binomial_fake,
+    Gradients(differentiable=(2,), buffers_for=(2,)))
+fused_diffusion_gaussian_kl = define_op(
+    "diffusion_gaussian_kl", diffusion_gaussian_kl_ref, _gaussian_fake,
+    Gradients(differentiable=(2, 3), buffers_for=(2, 3)))

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from genvar_bench._extension import extension_available
+from genvar_bench.ops.registry import Gradients, define_op
 
 
 def iwae_log_weights_ref(logits, x, z, mu, logvar):
@@ -42,19 +42,6 @@ def iwae_bound_ref(log_weights):
     return bound, weights
 
 
-def fused_iwae_log_weights(logits, x, z, mu, logvar):
-    """`genvar::iwae_log_weights`, or on CPU when logits need a gradient,
-    `genvar::iwae_log_weights_and_grad`: on a CPU the cost is the transcendentals,
-    so the forward writes d log_w / d logits while it has exp(-|l|) at hand and the
-    backward only scales it; on a GPU the cost is bytes, and recomputing is cheaper.
-    Under torch.compile the plain op runs: the training path's backward keeps its
-    buffer on ctx, which AOTAutograd cannot trace."""
-    if (logits.device.type == "cpu" and logits.requires_grad and torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()):
-        return torch.ops.genvar.iwae_log_weights_and_grad(logits, x, z, mu, logvar)[0]
-    return torch.ops.genvar.iwae_log_weights(logits, x, z, mu, logvar)
-
-
 def _check_log_weights_shapes(logits, x, z, mu, logvar):
     torch._check(logits.dim() == 3, lambda: f"logits must be [k, B, D], got {logits.shape}")
     torch._check(logits.shape[0] > 0, lambda: "logits must have k > 0 samples")
@@ -66,87 +53,33 @@ def _check_log_weights_shapes(logits, x, z, mu, logvar):
     torch._check(logvar.shape == mu.shape, lambda: f"logvar must be [B, Z], got {logvar.shape}")
 
 
-def _register():
-    @torch.library.register_fake("genvar::iwae_log_weights")
-    def _(logits, x, z, mu, logvar):
-        _check_log_weights_shapes(logits, x, z, mu, logvar)
-        return logits.new_empty(logits.shape[:2])
-
-    @torch.library.register_fake("genvar::iwae_log_weights_backward")
-    def _(grad_log_weights, logits, x, z, mu, logvar):
-        _check_log_weights_shapes(logits, x, z, mu, logvar)
-        return (torch.empty_like(logits), torch.empty_like(z),
-                torch.empty_like(mu), torch.empty_like(logvar))
-
-    @torch.library.register_fake("genvar::iwae_log_weights_and_grad")
-    def _(logits, x, z, mu, logvar):
-        _check_log_weights_shapes(logits, x, z, mu, logvar)
-        return logits.new_empty(logits.shape[:2]), torch.empty_like(logits)
-
-    @torch.library.register_fake("genvar::iwae_log_weights_and_grad_backward_")
-    def _(grad_log_weights, dlogits, z, mu, logvar):
-        return torch.empty_like(z), torch.empty_like(mu), torch.empty_like(logvar)
-
-    @torch.library.register_fake("genvar::iwae_bound")
-    def _(log_weights):
-        torch._check(log_weights.dim() == 2 and log_weights.shape[0] > 0,
-                     lambda: f"log_weights must be [k, B] with k > 0, got {log_weights.shape}")
-        return log_weights.new_empty(log_weights.shape[1:]), torch.empty_like(log_weights)
-
-    @torch.library.register_fake("genvar::iwae_bound_backward")
-    def _(grad_bound, grad_weights, weights):
-        return torch.empty_like(weights)
-
-    def log_weights_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    def log_weights_backward(ctx, grad_log_weights):
-        if ctx.needs_input_grad[1]:
-            raise RuntimeError("iwae_log_weights has no gradient with respect to x (the data)")
-        logits, x, z, mu, logvar = ctx.saved_tensors
-        grad_logits, grad_z, grad_mu, grad_logvar = torch.ops.genvar.iwae_log_weights_backward(
-            grad_log_weights, logits, x, z, mu, logvar)
-        return grad_logits, None, grad_z, grad_mu, grad_logvar
-
-    def and_grad_setup(ctx, inputs, output):
-        ctx.mark_non_differentiable(output[1])
-        # No zero [k, B, D] gradient for the non-differentiable dlogits output.
-        ctx.set_materialize_grads(False)
-        # The first backward scales dlogits in place into the logits gradient, so no
-        # second [k, B, D] tensor exists. dlogits has no grad_fn: holding it on ctx
-        # makes no reference cycle. The inputs are kept for a second backward.
-        ctx.dlogits = output[1]
-        ctx.save_for_backward(*inputs)
-
-    def and_grad_backward(ctx, grad_log_weights, _):
-        if ctx.needs_input_grad[1]:
-            raise RuntimeError("iwae_log_weights has no gradient with respect to x (the data)")
-        if grad_log_weights is None:
-            return None, None, None, None, None
-        logits, x, z, mu, logvar = ctx.saved_tensors
-        dlogits, ctx.dlogits = ctx.dlogits, None
-        if dlogits is None:  # a second backward through the same graph: recompute
-            grads = torch.ops.genvar.iwae_log_weights_backward(
-                grad_log_weights, logits, x, z, mu, logvar)
-            return grads[0], None, *grads[1:]
-        grad_z, grad_mu, grad_logvar = torch.ops.genvar.iwae_log_weights_and_grad_backward_(
-            grad_log_weights, dlogits, z, mu, logvar)
-        return dlogits, None, grad_z, grad_mu, grad_logvar
-
-    def bound_setup(ctx, inputs, output):
-        ctx.save_for_backward(output[1])
-
-    def bound_backward(ctx, grad_bound, grad_weights):
-        (weights,) = ctx.saved_tensors
-        return torch.ops.genvar.iwae_bound_backward(grad_bound, grad_weights, weights)
-
-    torch.library.register_autograd("genvar::iwae_log_weights", log_weights_backward,
-                                    setup_context=log_weights_setup)
-    torch.library.register_autograd("genvar::iwae_log_weights_and_grad", and_grad_backward,
-                                    setup_context=and_grad_setup)
-    torch.library.register_autograd("genvar::iwae_bound", bound_backward,
-                                    setup_context=bound_setup)
+def _log_weights_fake(logits, x, z, mu, logvar):
+    _check_log_weights_shapes(logits, x, z, mu, logvar)
+    return logits.new_empty(logits.shape[:2])
 
 
-if extension_available():
-    _register()
+def _bound_fake(log_weights):
+    torch._check(log_weights.dim() == 2 and log_weights.shape[0] > 0,
+                 lambda: f"log_weights must be [k, B] with k > 0, got {log_weights.shape}")
+    return log_weights.new_empty(log_weights.shape[1:]), torch.empty_like(log_weights)
+
+
+def _bound_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+
+
+def _bound_backward(ctx, grad_bound, grad_weights):
+    (weights,) = ctx.saved_tensors
+    return torch.ops.genvar.iwae_bound_backward(grad_bound, grad_weights, weights)
+
+
+# The training path (registry.py): the forward writes d log_w / d logits, the backward
+# scales it into the logits gradient and computes those of z, mu and logvar.
+fused_iwae_log_weights = define_op(
+    "iwae_log_weights", iwae_log_weights_ref, _log_weights_fake,
+    Gradients(differentiable=(0, 2, 3, 4),
+              no_gradient={1: "iwae_log_weights has no gradient with respect to x (the data)"},
+              buffers_for=(0,), scale_args=(2, 3, 4)))
+fused_iwae_bound = define_op(
+    "iwae_bound", iwae_bound_ref, _bound_fake, autograd=(_bound_backward, _bound_setup),
+    backward_fake=lambda grad_bound, grad_weights, weights: torch.empty_like(weights))

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from genvar_bench._extension import extension_available
+from genvar_bench.ops.registry import define_op
 
 
 def mixture_log_density_ref(z, centers, scale: float):
@@ -50,34 +50,31 @@ def _check_shapes(z, centers, scale):
                  lambda: f"scale must be finite and > 0, got {scale}")
 
 
-def _register():
-    @torch.library.register_fake("genvar::mixture_log_density")
-    def _(z, centers, scale):
-        _check_shapes(z, centers, scale)
-        return z.new_empty(z.shape[:1])
-
-    @torch.library.register_fake("genvar::mixture_log_density_backward")
-    def _(grad_log_density, z, centers, scale):
-        _check_shapes(z, centers, scale)
-        return torch.empty_like(z), torch.empty_like(centers)
-
-    def setup_context(ctx, inputs, output):
-        z, centers, scale = inputs
-        ctx.scale = scale
-        ctx.save_for_backward(z, centers)
-
-    def backward(ctx, grad_log_density):
-        # A custom op of its own: it recomputes every tile's GEMM, with the same
-        # care over rounding as the forward (see csrc/ops/mixture.h).
-        z, centers = ctx.saved_tensors
-        grad_z, grad_centers = torch.ops.genvar.mixture_log_density_backward(
-            grad_log_density, z, centers, ctx.scale)
-        return (grad_z if ctx.needs_input_grad[0] else None,
-                grad_centers if ctx.needs_input_grad[1] else None, None)
-
-    torch.library.register_autograd("genvar::mixture_log_density", backward,
-                                    setup_context=setup_context)
+def _fake(z, centers, scale):
+    _check_shapes(z, centers, scale)
+    return z.new_empty(z.shape[:1])
 
 
-if extension_available():
-    _register()
+def _setup_context(ctx, inputs, output):
+    z, centers, scale = inputs
+    ctx.scale = scale
+    ctx.save_for_backward(z, centers)
+
+
+def _backward(ctx, grad_log_density):
+    # A custom op of its own: it recomputes every tile's GEMM, with the same
+    # care over rounding as the forward (see csrc/ops/mixture.h).
+    z, centers = ctx.saved_tensors
+    grad_z, grad_centers = torch.ops.genvar.mixture_log_density_backward(
+        grad_log_density, z, centers, ctx.scale)
+    return (grad_z if ctx.needs_input_grad[0] else None,
+            grad_centers if ctx.needs_input_grad[1] else None, None)
+
+
+def _backward_fake(grad_log_density, z, centers, scale):
+    _check_shapes(z, centers, scale)
+    return torch.empty_like(z), torch.empty_like(centers)
+
+
+define_op("mixture_log_density", mixture_log_density_ref, _fake, fused=fused_mixture_log_density,
+          autograd=(_backward, _setup_context), backward_fake=_backward_fake)

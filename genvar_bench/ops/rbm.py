@@ -23,7 +23,7 @@ next call continues the stream at offset + 2n (`next_offset`).
 """
 import torch
 
-from genvar_bench._extension import extension_available
+from genvar_bench.ops.registry import define_op
 
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
@@ -147,14 +147,12 @@ def fused_rbm_gibbs(v, weight, visible_bias, hidden_bias, beta, sweeps, seed, of
                                       int(sweeps), int(seed), int(offset), base_visible_bias)
 
 
-def _register_fakes():
-    @torch.library.register_fake("genvar::rbm_gibbs")
-    def _(v, weight, visible_bias, hidden_bias, beta, sweeps, seed, offset,
+def _fake(v, weight, visible_bias, hidden_bias, beta, sweeps, seed, offset,
           base_visible_bias=None):
-        check_rbm_gibbs_args(v, weight, visible_bias, hidden_bias, beta, sweeps, seed, offset,
-                             base_visible_bias)
-        return torch.empty_like(v), v.new_empty(v.shape[0], weight.shape[1])
+    check_rbm_gibbs_args(v, weight, visible_bias, hidden_bias, beta, sweeps, seed, offset,
+                         base_visible_bias)
+    return torch.empty_like(v), v.new_empty(v.shape[0], weight.shape[1])
 
 
-if extension_available() and hasattr(torch.ops.genvar, "rbm_gibbs"):
-    _register_fakes()
+# No autograd: the chains' draws are held fixed in the CD and PCD updates.
+define_op("rbm_gibbs", rbm_gibbs_ref, _fake, fused=fused_rbm_gibbs)

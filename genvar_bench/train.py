@@ -136,7 +136,10 @@ def _resume(path: Path, method, optimizer, generator, num_epochs: int) -> TrainS
 def _set_aside(path: Path) -> Path:
     """Renames a bad checkpoint to <name>.bad-<time>, kept for inspection; returns the new path."""
     aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.replace(path, aside)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # under torchrun, another process of the group moved it first
+        pass
     return aside
 
 
@@ -206,11 +209,18 @@ class _LossModule(torch.nn.Module):
 
 
 def _data_parallel(method, device: torch.device):
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
-    # Buffers stay each process's own: the RBMs' persistent chains differ by process.
+    # Buffers stay each process's own after the start (identical then: schedules, empty
+    # chains, or one checkpoint's): the RBMs' persistent chains differ by process.
+    # (torch 2.13 renamed the option; older releases know only broadcast_buffers.)
+    parameters = inspect.signature(DistributedDataParallel).parameters
+    buffers = ({"forward_sync_buffers": False} if "forward_sync_buffers" in parameters
+               else {"broadcast_buffers": False})
     return DistributedDataParallel(
-        _LossModule(method), broadcast_buffers=False,
+        _LossModule(method), **buffers,
         device_ids=[device.index] if device.type == "cuda" and device.index is not None else None)
 
 

@@ -232,3 +232,57 @@ def poison_allocator(shapes, dtype, device, copies=4):
     del probe  # back to the allocator, still NaN, for the op to pick up
     return took
 
+
+
+# ---------------------------------------------------------------------------
+# The shared harness of the ops registered through genvar_bench/ops/registry.py:
+# every op family's training path is checked by the same code.
+
+class OpCalls(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the names of the genvar ops dispatched while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "genvar":
+            self.names.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+def gradients_of(function, args, wrt, grad_output):
+    """d <function(*args), grad_output> / d args[i] for i in wrt, on fresh leaves."""
+    leaves = [arg.detach().clone().requires_grad_(index in wrt) if arg.is_floating_point()
+              else arg for index, arg in enumerate(args)]
+    output = function(*leaves)
+    return output, torch.autograd.grad(output, [leaves[index] for index in wrt], grad_output)
+
+
+def check_training_path(op_name, entry, reference, args, wrt, generator):
+    """The CPU training path of `genvar::<op_name>` (`entry`, the fused entry point):
+    it runs `<op_name>_and_grad` when a buffered input needs a gradient and the plain op
+    otherwise; its value and gradients equal the plain op's and the float64 reference's;
+    a second backward through the same graph (which recomputes) gives the same gradients."""
+    plain = getattr(torch.ops.genvar, op_name)
+    value = plain(*args)
+    grad_output = torch.randn(value.shape, generator=generator, dtype=torch.float64).to(value)
+    with OpCalls() as calls:
+        entry_value, entry_grads = gradients_of(entry, args, wrt, grad_output)
+    assert calls.names[0] == f"{op_name}_and_grad", calls.names
+    assert f"{op_name}_and_grad_backward_" in calls.names, calls.names
+    with OpCalls() as calls, torch.no_grad():
+        entry(*args)
+    assert calls.names == [op_name]
+    plain_value, plain_grads = gradients_of(plain, args, wrt, grad_output)
+    _, reference_grads = gradients_of(reference, args, wrt, grad_output)
+    torch.testing.assert_close(entry_value, plain_value, rtol=0, atol=0)
+    torch.testing.assert_close(entry_value, reference(*args), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(entry_grads, plain_grads, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(entry_grads, reference_grads, rtol=1e-10, atol=1e-10)
+    leaves = [arg.detach().clone().requires_grad_(index in wrt) if arg.is_floating_point()
+              else arg for index, arg in enumerate(args)]
+    output = entry(*leaves)
+    first = torch.autograd.grad(output, [leaves[i] for i in wrt], grad_output, retain_graph=True)
+    second = torch.autograd.grad(output, [leaves[i] for i in wrt], grad_output)
+    torch.testing.assert_close(second, first, rtol=1e-12, atol=1e-12)

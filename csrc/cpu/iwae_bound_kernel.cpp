@@ -59,6 +59,44 @@ void weights_row_libm(const scalar_t* row, const scalar_t* shift, const double* 
   }
 }
 
+// shift[i] = max(shift[i], row[i]); a NaN entry is not taken.
+GENVAR_TARGET_CLONES void max_row(const float* row, float* shift, int64_t width) {
+#pragma omp simd
+  for (int64_t i = 0; i < width; ++i) shift[i] = row[i] > shift[i] ? row[i] : shift[i];
+}
+void max_row(const double* row, double* shift, int64_t width) {
+  for (int64_t i = 0; i < width; ++i) shift[i] = row[i] > shift[i] ? row[i] : shift[i];
+}
+
+// The backward's two passes over a row of k: centre[i] += w[i] g[i] (in double), then
+// out[i] = w[i] (grad_bound[i] + g[i] - centre[i]). Columns are independent, so the SIMD
+// forms add in the same order as the scalar ones.
+GENVAR_TARGET_CLONES void centre_row(const float* weights, const float* grad_weights,
+                                     double* centre, int64_t width) {
+#pragma omp simd
+  for (int64_t i = 0; i < width; ++i) {
+    centre[i] += static_cast<double>(weights[i]) * grad_weights[i];
+  }
+}
+void centre_row(const double* weights, const double* grad_weights, double* centre,
+                int64_t width) {
+  for (int64_t i = 0; i < width; ++i) centre[i] += weights[i] * grad_weights[i];
+}
+GENVAR_TARGET_CLONES void grad_row(const float* weights, const float* grad_weights,
+                                   const float* grad_bound, const double* centre, float* out,
+                                   int64_t width) {
+#pragma omp simd
+  for (int64_t i = 0; i < width; ++i) {
+    out[i] = weights[i] * static_cast<float>(grad_bound[i] + grad_weights[i] - centre[i]);
+  }
+}
+void grad_row(const double* weights, const double* grad_weights, const double* grad_bound,
+              const double* centre, double* out, int64_t width) {
+  for (int64_t i = 0; i < width; ++i) {
+    out[i] = weights[i] * (grad_bound[i] + grad_weights[i] - centre[i]);
+  }
+}
+
 // shift[i]: the column max where finite, else 0. Returns whether every max is
 // below +inf, so that every row - shift <= 0 (NaN entries do not count as max).
 template <typename scalar_t>
@@ -66,8 +104,7 @@ bool column_shifts(const scalar_t* log_weights, int64_t num_samples, int64_t bat
                    int64_t begin, int64_t width, std::vector<scalar_t>& shift) {
   shift.assign(width, -std::numeric_limits<scalar_t>::infinity());
   for (int64_t k = 0; k < num_samples; ++k) {
-    const scalar_t* row = log_weights + k * batch + begin;
-    for (int64_t i = 0; i < width; ++i) shift[i] = row[i] > shift[i] ? row[i] : shift[i];
+    max_row(log_weights + k * batch + begin, shift.data(), width);
   }
   bool bounded = true;
   for (int64_t i = 0; i < width; ++i) {
@@ -125,20 +162,16 @@ void bound_backward_impl(const scalar_t* grad_bound, const scalar_t* grad_weight
                          const scalar_t* weights, scalar_t* grad_log_weights,
                          int64_t num_samples, int64_t batch) {
   at::parallel_for(0, batch, kGrainColumns, [&](int64_t begin, int64_t end) {
-    std::vector<accumulate_t> centre(end - begin, accumulate_t(0));
+    const int64_t width = end - begin;
+    std::vector<accumulate_t> centre(width, accumulate_t(0));
     for (int64_t k = 0; k < num_samples; ++k) {
-      for (int64_t b = begin; b < end; ++b) {
-        centre[b - begin] += static_cast<accumulate_t>(weights[k * batch + b]) *
-                             grad_weights[k * batch + b];
-      }
+      const int64_t row = k * batch + begin;
+      centre_row(weights + row, grad_weights + row, centre.data(), width);
     }
     for (int64_t k = 0; k < num_samples; ++k) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t index = k * batch + b;
-        grad_log_weights[index] =
-            weights[index] * static_cast<scalar_t>(grad_bound[b] + grad_weights[index] -
-                                                   centre[b - begin]);
-      }
+      const int64_t row = k * batch + begin;
+      grad_row(weights + row, grad_weights + row, grad_bound + begin, centre.data(),
+               grad_log_weights + row, width);
     }
   });
 }

@@ -9,14 +9,14 @@ import torch
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """torch and CUDA versions and the device name, beside pytest-benchmark's CPU info."""
-    from genvar_bench.runner import _device_name
+    from genvar_bench.runner import device_model_name
 
     machine_info["torch"] = torch.__version__
     machine_info["cuda"] = torch.version.cuda
     machine_info["threads"] = torch.get_num_threads()
-    machine_info["cpu_name"] = _device_name(torch.device("cpu"))
+    machine_info["cpu_name"] = device_model_name(torch.device("cpu"))
     if torch.cuda.is_available():
-        machine_info["cuda_device"] = torch.cuda.get_device_name()
+        machine_info["cuda_device"] = torch.cuda.getdevice_model_name()
 
 
 def median_seconds_by_group(benchmarks):

@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import genvar_bench  # noqa: F401  (loads the op library)
 from benchmarks.plain_models import plain_model_and_loss
 from benchmarks.test_iwae_ops import describe
-from genvar_bench.core import build_method
+from genvar_bench import build_method
 from genvar_bench.profiles import get_profile
 
 BATCH = 20

@@ -14,7 +14,7 @@ import time
 import torch
 
 from benchmarks.test_training_step import BATCH, DATASETS, batch_of
-from genvar_bench.core import build_method
+from genvar_bench import build_method
 from genvar_bench.profiles import get_profile
 
 

@@ -17,15 +17,7 @@ __version__ = "0.1.0"
 from genvar_bench import ops  # noqa: E402  (registers fake kernels and autograd)
 from genvar_bench.core import Method, Option, register  # noqa: E402
 from genvar_bench.data import load_dataset  # noqa: E402
-
-
-def build_method(name: str, **config) -> Method:
-    """A registered method (built-in, plugin or entry point) by name:
-    `build_method("iwae", data_dim=784, num_samples=5, backend="fused")`."""
-    import genvar_bench.methods  # noqa: F401  (registers the built-in methods)
-    from genvar_bench.core import build_method as build
-
-    return build(name, **config)
+from genvar_bench.methods import build_method  # noqa: E402
 
 
 def load_model(path, device="cpu", backend=None):

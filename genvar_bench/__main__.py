@@ -284,7 +284,10 @@ def init_distributed(args) -> int:
         torch.cuda.set_device(local_rank)
         args.devices = [f"cuda:{local_rank}"]
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if on_gpu else "gloo")
+        # Processes 1..N-1 wait in a collective while process 0 scores (AIS, k = 5000 on
+        # MNIST: up to an hour on a CPU): the default 30-minute timeout would end the group.
+        import datetime
+        dist.init_process_group("nccl" if on_gpu else "gloo", timeout=datetime.timedelta(hours=6))
     return dist.get_rank()
 
 
@@ -332,6 +335,7 @@ def plan_run(args, profile, dataset) -> tuple[list, set, Path]:
 def record_row(args, dataset, profile, config, row: dict | None, message: str = "") -> dict:
     """Checks a finished row (an impossible one becomes a failed row) and adds it, or the
     failed row of `message`, to the results table; returns what was written."""
+    from genvar_bench.report import write_results_markdown
     from genvar_bench.results import row_problem, update_results
 
     if row is not None:
@@ -340,7 +344,7 @@ def record_row(args, dataset, profile, config, row: dict | None, message: str = 
             row = {**row, "status": "failed", "error": f"impossible result: {problem}"}
     else:
         row = failed_row(config, dataset.name, profile.name, message)
-    update_results(args.out, dataset.name, profile.name, [row])
+    update_results(args.out, dataset.name, profile.name, [row], render=write_results_markdown)
     return row
 
 
@@ -453,6 +457,7 @@ def command_score(args) -> int:
     import pandas as pd
 
     from genvar_bench import runner
+    from genvar_bench.atomic import write_text_atomic
     from genvar_bench.results import results_lock, row_problem
 
     if len(args.device) != 1 or (args.seed is not None and len(args.seed) != 1):
@@ -488,14 +493,13 @@ def command_score(args) -> int:
         with results_lock(csv):
             table = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
             table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
-            from genvar_bench.results import _atomic_write_text
-            _atomic_write_text(csv, table.to_csv(index=False))
+            write_text_atomic(csv, table.to_csv(index=False))
         print(f"row appended to {csv}", file=sys.stderr)
     return 0 if problem is None else 1
 
 
 def command_sample(args) -> int:
-    from genvar_bench import runner
+    from genvar_bench import figures
 
     if len(args.device) != 1 or len(args.seed) != 1:
         sys.exit("error: sample takes one --device and one --seed")
@@ -508,9 +512,9 @@ def command_sample(args) -> int:
     torch.manual_seed(args.seed[0])
     samples = method.sample(args.num)
     if info["image_shape"] is None:  # 2-D data: drawn over the test set
-        runner.save_scatter(samples, load_data_or_exit(info["dataset"], args.data_dir).test, out)
+        figures.save_scatter(samples, load_data_or_exit(info["dataset"], args.data_dir).test, out)
     else:
-        runner.save_sample_grid(samples, tuple(info["image_shape"]), out,
+        figures.save_sample_grid(samples, tuple(info["image_shape"]), out,
                                 value_range=tuple(info["value_range"]))
     print(f"{args.num} samples of {info['method']} ({info['artifact']}) -> {out}", file=sys.stderr)
     return 0
@@ -545,8 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         from genvar_bench.bench import command_bench
         return command_bench(args)
     if args.command == "report":
-        from genvar_bench.report import report
-        written = report(args.out)
+        from genvar_bench import figures, report
+        written = report.write_tables(args.out) + figures.draw_all(args.out)
         for path in written:
             print(path, file=sys.stderr)
         if not written:

@@ -27,8 +27,8 @@ TOLERANCE = 0.2
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    from genvar_bench.runner import _device_name
-    return _device_name(torch.device("cpu"))
+    from genvar_bench.runner import device_model_name
+    return device_model_name(torch.device("cpu"))
 
 
 def baseline_path(device: str) -> Path:

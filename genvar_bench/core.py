@@ -230,20 +230,4 @@ def resolved_option_defaults(name: str, profile, data_dim: int) -> dict[str, obj
     return defaults
 
 
-def build_method(name: str, **config) -> Method:
-    """Instantiates a registered method; unknown names list the known ones."""
-    import genvar_bench.methods  # noqa: F401  (registers the built-in methods)
-
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name](**config)
-
-
 STANDARD_PARAMETERS = ("self", "data_dim", "layers", "num_samples", "backend")
-
-
-def method_options(name: str) -> dict[str, object]:
-    """{option: declared default} of a registered method, e.g. rws: {q_update: wake, latent: gaussian}."""
-    import genvar_bench.methods  # noqa: F401
-
-    return {option.name: option.default for option in getattr(METHODS[name], "options", ())}

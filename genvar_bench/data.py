@@ -23,6 +23,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from genvar_bench.atomic import write_atomic
+
 DATASET_KINDS = {"binary": ("mnist", "digits"), "continuous": ("digits-grey", "swissroll")}
 DATASETS = DATASET_KINDS["binary"] + DATASET_KINDS["continuous"]
 SPLITS = ("train", "valid", "test")
@@ -220,16 +222,7 @@ def convert_amat(amat_dir: str | os.PathLike, out_path: str | os.PathLike,
         packed[split] = np.packbits(pixels, axis=1)
     verify_digests(packed, expected_digests, f"the .amat files in {amat_dir}")
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same folder so os.replace is atomic: no reader sees half a file.
-    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **packed, shape=np.array([MNIST_PIXELS]))
-        os.replace(tmp_name, out_path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(out_path, lambda temporary: np.savez(temporary, **packed, shape=np.array([MNIST_PIXELS])))
     return out_path
 
 

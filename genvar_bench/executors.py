@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from genvar_bench import runner
+from genvar_bench import plugins, runner
+from genvar_bench.parallel import world
 
 EXECUTORS = ("local", "ray")
 # Ray reruns a task whose worker died (killed, lost node) this many times; it resumes from
@@ -58,7 +59,7 @@ def run_in_group(job: Job, data, profile) -> dict:
     try:
         return runner.run_one(job.config, data, profile, **job.arguments)
     except Exception as error:
-        if train._world()[1] > 1 and train.trainings_started() == started:
+        if world()[1] > 1 and train.trainings_started() == started:
             import torch
             train.agree(error, torch.device(job.config.device))
         raise
@@ -89,7 +90,7 @@ class RayExecutor:
             arguments = {name: Path(value).absolute() if isinstance(value, Path) else value
                          for name, value in job.arguments.items()}
             reference = task.remote(job.config, data_ref, profile, arguments,
-                                    max(1, int(self.cpus_per_run)))
+                                    max(1, int(self.cpus_per_run)), list(plugins.LOADED))
             pending[reference] = job
             print(f"{job.title}: submitted", file=sys.stderr, flush=True)
         try:
@@ -112,10 +113,14 @@ class RayExecutor:
                 ray.cancel(reference)
 
 
-def _run_task(config, data, profile, arguments: dict, threads: int) -> dict:
-    """A Ray task: run_one with the driver's arguments, on `threads` torch threads."""
+def _run_task(config, data, profile, arguments: dict, threads: int,
+              plugin_sources: tuple[str, ...] = ()) -> dict:
+    """A Ray task: run_one with the driver's arguments, on `threads` torch threads, after
+    loading the plugins the driver loaded (a worker is a fresh process)."""
     import torch
 
+    for source in plugin_sources:
+        plugins.load_plugin(source)
     torch.set_num_threads(threads)
     runner.git_commit()  # read as the code is imported, as `run` does before training
     return runner.run_one(config, data, profile, **arguments)

@@ -1,6 +1,6 @@
-"""`python -m genvar_bench report`: the comparison tables and seaborn figures, made from
-the CSVs under results/ (each results/<dataset>/<profile>/results.csv, its histories/,
-and results/benchmarks/*.json)."""
+"""`python -m genvar_bench report`: the comparison tables (results.md), made from the CSVs
+under results/ (each results/<dataset>/<profile>/results.csv and its per_example/ files),
+and the seaborn figures of `genvar_bench.figures`."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from genvar_bench.atomic import write_text_atomic
+from genvar_bench.results import read_results
 
 # Published figures that share a setting with our rows (../shared/REFERENCES.md), drawn
 # as labelled marks: (dataset, method, k, layers, nats, label).
@@ -168,105 +171,6 @@ def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = N
     return "\n".join(lines) + "\n"
 
 
-def _save(figure, path: Path) -> None:
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110, bbox_inches="tight", format="png")
-    os.replace(temporary, path)
-
-
-def figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Path]:
-    """The figures of one results table, as PNGs under directory/figures/."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    table = finished(table).copy()
-    if table.empty:
-        return []
-    table["model"] = table.apply(model_label, axis=1)
-    written = []
-
-    # Test NLL by model, error bars the sd over seeds, published marks where they match.
-    scored = table[table["backend"] == "fused"]
-    scored = scored if not scored.empty else table
-    order = sorted(scored["model"].unique())
-    figure, axes = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
-    sns.barplot(data=scored, y="model", x="test_nll", order=order, errorbar="sd", ax=axes,
-                color="tab:blue")
-    low = scored["test_nll"].min()
-    for name, method, k, layers, value, label in PUBLISHED:
-        model = f"{method} k={k}"
-        matches = [index for index, entry in enumerate(order) if entry.split(" [")[0] == model
-                   and name == dataset and (layers == 1) == (" L=" not in entry)]
-        for index in matches:
-            axes.plot(value, index, marker="D", color="tab:red", markersize=6)
-            axes.annotate(label, (value, index), xytext=(4, -9), textcoords="offset points",
-                          fontsize=6, color="tab:red")
-            low = min(low, value)
-    axes.set_xlim(left=max(0.0, low - 0.1 * abs(low)))
-    axes.set_xlabel("test NLL, nats (estimators differ: see results.md)")
-    axes.set_title(f"{dataset}: test NLL by model (red: published, where the setting matches)")
-    written.append(directory / "figures" / "test_nll.png")
-    _save(figure, written[-1])
-    plt.close(figure)
-
-    # Importance-weighted bound against k, per latent-variable model.
-    columns = sorted((column for column in scored.columns if column.startswith("test_iw_bound_k")),
-                     key=lambda column: int(column.rsplit("k", 1)[1]))
-    if columns:
-        long = scored.melt(id_vars=["model"], value_vars=columns, var_name="samples",
-                           value_name="bound").dropna()
-        if not long.empty:
-            long["samples"] = long["samples"].str.rsplit("k", n=1).str[1].astype(int)
-            figure, axes = plt.subplots(figsize=(7, 4))
-            sns.lineplot(data=long, x="samples", y="bound", hue="model", marker="o", ax=axes)
-            axes.set_xscale("log")
-            axes.set_xlabel("k (samples of q, resampled)")
-            axes.set_ylabel("-log (1/k) sum_i w_i, nats")
-            axes.set_title(f"{dataset}: the k-sample bound tightens with k")
-            axes.legend(fontsize=6)
-            written.append(directory / "figures" / "bound_vs_k.png")
-            _save(figure, written[-1])
-            plt.close(figure)
-
-    # Training curves, from the histories the runs wrote.
-    curves = []
-    for path in sorted((directory / "histories").glob("*.csv")):
-        history = pd.read_csv(path)
-        history["run"] = path.stem
-        curves.append(history)
-    if curves:
-        curves = pd.concat(curves, ignore_index=True)
-        figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for axis, x in zip(axes, ("seconds", "epoch")):
-            sns.lineplot(data=curves, x=x, y="loss", hue="run", ax=axis, legend=axis is axes[1])
-            axis.set_ylabel("training loss: the bound (DAE: reconstruction; RBM: CD surrogate)")
-        axes[1].legend(fontsize=5)
-        axes[0].set_xlabel("wall-clock seconds")
-        figure.suptitle(f"{dataset}: training curves")
-        written.append(directory / "figures" / "training_curves.png")
-        _save(figure, written[-1])
-        plt.close(figure)
-
-    # Throughput per method, device and backend.
-    table["device, backend"] = table["device"] + ", " + table["backend"]
-    figure, axes = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
-    sns.barplot(data=table, y="model", x="train_examples_per_s", hue="device, backend",
-                order=order, errorbar=None, ax=axes)
-    axes.set_xscale("log")
-    axes.set_xlabel("training examples per second")
-    axes.set_title(f"{dataset}: throughput")
-    written.append(directory / "figures" / "throughput.png")
-    _save(figure, written[-1])
-    plt.close(figure)
-    return written
-
-
 def kernel_speedups(path: Path) -> pd.DataFrame:
     """(group, baseline, speed-up) from a pytest-benchmark JSON: the baseline's median
     over the fused op's, per benchmark group."""
@@ -282,43 +186,55 @@ def kernel_speedups(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def speedup_figure(path: Path, out: Path) -> Path | None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+# Columns of the Markdown summary, in order.
+SUMMARY_COLUMNS = ["method", "variant", "k", "layers", "seed", "device", "backend", "train_bound",
+                   "test_bound", "test_reconstruction", "test_kl", "test_nll", "nll_estimator", "test_bits_per_dim",
+                   "test_cd_objective",
+                   "active_units",
+                   "train_examples_per_s", "eval_seconds", "epochs", "parameters"]
 
-    speedups = kernel_speedups(path)
-    if speedups.empty:
-        return None
-    figure, axes = plt.subplots(figsize=(8, 0.3 * speedups["group"].nunique() + 1.5))
-    sns.barplot(data=speedups, y="group", x="speedup", hue="baseline", ax=axes)
-    axes.axvline(1.0, color="black", linewidth=0.8)
-    axes.set_xscale("log")
-    axes.set_xlabel("fused op speed-up (baseline median / fused median, same run)")
-    axes.set_ylabel("")
-    axes.set_title(f"kernel speed-ups: {path.stem}")
-    _save(figure, out)
-    plt.close(figure)
-    return out
+def to_markdown(table: pd.DataFrame, title: str) -> str:
+    columns = [column for column in SUMMARY_COLUMNS if column in table.columns]
+    shown = table[columns].copy()
+    for column in ("train_bound", "test_bound", "test_reconstruction", "test_kl", "test_nll",
+                   "test_cd_objective"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda value: "-" if pd.isna(value) else f"{value:.2f}")
+    if "test_bits_per_dim" in shown:
+        shown["test_bits_per_dim"] = shown["test_bits_per_dim"].map(
+            lambda value: "-" if pd.isna(value) else f"{value:.3f}")
+    if "active_units" in shown:  # NaN for models without latent units
+        shown["active_units"] = shown["active_units"].map(
+            lambda value: "-" if pd.isna(value) else str(int(value)))
+    for column in ("train_examples_per_s", "eval_seconds"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda value: f"{value:.1f}")
+    note = ("Bounds and NLL in nats (lower is better); train/test bound is each method's own "
+            "bound at its k; test NLL by the estimator named.")
+    return f"# {title}\n\n{note}\n\n{shown.to_markdown(index=False)}\n"
 
 
-def report(out_dir: str | Path) -> list[Path]:
-    """Rewrites every results.md under out_dir as the summary table and draws the figures;
-    returns the files written."""
-    from genvar_bench.results import _atomic_write_text, read_results, results_markdown
+def results_markdown(table: pd.DataFrame, title: str, directory: Path | None = None) -> str:
+    """results.md: the summary per model (mean ± sd over seeds, intervals over test
+    examples from the per-example files under `directory`, throughput per device), then
+    every row."""
+    if "status" in table:
+        rows = table[table["status"].fillna("ok") == "ok"]
+    else:
+        rows = table
+    details = to_markdown(rows, "All rows").replace("# All rows", "## All rows", 1)
+    return summary_markdown(table, title, directory) + "\n" + details
 
-    out_dir = Path(out_dir)
-    written = []
-    for csv_path in sorted(out_dir.glob("*/*/results.csv")):
-        table = read_results(csv_path)
-        dataset, profile = csv_path.parent.parent.name, csv_path.parent.name
-        markdown = csv_path.parent / "results.md"
-        _atomic_write_text(markdown, results_markdown(table, f"{dataset}, profile {profile}",
-                                                      csv_path.parent))
-        written += [markdown, *figures(table, csv_path.parent, dataset)]
-    for json_path in sorted((out_dir / "benchmarks").glob("*.json")):
-        figure = speedup_figure(json_path, json_path.with_name(f"{json_path.stem}-speedups.png"))
-        if figure is not None:
-            written.append(figure)
-    return written
+
+def write_results_markdown(table: pd.DataFrame, directory: Path) -> Path:
+    """Writes directory/results.md for the table of a results folder <dataset>/<profile>."""
+    directory = Path(directory)
+    title = f"{directory.parent.name}, profile {directory.name}"
+    return write_text_atomic(directory / "results.md", results_markdown(table, title, directory))
+
+
+def write_tables(out_dir: str | Path) -> list[Path]:
+    """Rewrites every results.md under out_dir (<dataset>/<profile>/results.csv); returns
+    the files written."""
+    return [write_results_markdown(read_results(csv_path), csv_path.parent)
+            for csv_path in sorted(Path(out_dir).glob("*/*/results.csv"))]

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from filelock import FileLock
+
+from genvar_bench.atomic import write_text_atomic
 
 KEY = ["method", "variant", "k", "layers", "seed", "device", "backend"]
 # Metrics every finished row has; a row without them was truncated or damaged.
@@ -30,13 +32,6 @@ GAP_ROUNDING_NATS = 1e-4
 
 class ResultsFileError(RuntimeError):
     """A results.csv that cannot be read as a results table."""
-
-# Columns of the Markdown summary, in order.
-SUMMARY_COLUMNS = ["method", "variant", "k", "layers", "seed", "device", "backend", "train_bound",
-                   "test_bound", "test_reconstruction", "test_kl", "test_nll", "nll_estimator", "test_bits_per_dim",
-                   "test_cd_objective",
-                   "active_units",
-                   "train_examples_per_s", "eval_seconds", "epochs", "parameters"]
 
 
 def table_dir(out_dir: str | os.PathLike, dataset: str, profile: str) -> Path:
@@ -111,18 +106,6 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def key_tuples(table: pd.DataFrame) -> list[tuple[str, ...]]:
     """Each row's KEY as strings, the same however pandas typed the columns (k = 5 and
     5.0 alike); a missing field is ""."""
@@ -154,56 +137,22 @@ def merge_rows(existing: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     return merged.sort_values(KEY, kind="stable").reset_index(drop=True)
 
 
-def to_markdown(table: pd.DataFrame, title: str) -> str:
-    columns = [column for column in SUMMARY_COLUMNS if column in table.columns]
-    shown = table[columns].copy()
-    for column in ("train_bound", "test_bound", "test_reconstruction", "test_kl", "test_nll",
-                   "test_cd_objective"):
-        if column in shown:
-            shown[column] = shown[column].map(lambda value: "-" if pd.isna(value) else f"{value:.2f}")
-    if "test_bits_per_dim" in shown:
-        shown["test_bits_per_dim"] = shown["test_bits_per_dim"].map(
-            lambda value: "-" if pd.isna(value) else f"{value:.3f}")
-    if "active_units" in shown:  # NaN for models without latent units
-        shown["active_units"] = shown["active_units"].map(
-            lambda value: "-" if pd.isna(value) else str(int(value)))
-    for column in ("train_examples_per_s", "eval_seconds"):
-        if column in shown:
-            shown[column] = shown[column].map(lambda value: f"{value:.1f}")
-    note = ("Bounds and NLL in nats (lower is better); train/test bound is each method's own "
-            "bound at its k; test NLL by the estimator named.")
-    return f"# {title}\n\n{note}\n\n{shown.to_markdown(index=False)}\n"
-
-
-def results_markdown(table: pd.DataFrame, title: str, directory: Path | None = None) -> str:
-    """results.md: the summary per model (mean ± sd over seeds, intervals over test
-    examples from the per-example files under `directory`, throughput per device), then
-    every row."""
-    from genvar_bench.report import summary_markdown
-
-    if "status" in table:
-        rows = table[table["status"].fillna("ok") == "ok"]
-    else:
-        rows = table
-    details = to_markdown(rows, "All rows").replace("# All rows", "## All rows", 1)
-    return summary_markdown(table, title, directory) + "\n" + details
-
-
 def results_lock(csv_path: Path) -> FileLock:
     """The lock every read-merge-write of `csv_path` holds (a `.lock` file beside it)."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(csv_path.with_name(csv_path.name + ".lock")))
 
 
-def update_results(out_dir: str | os.PathLike, dataset: str, profile: str,
-                   rows: list[dict]) -> Path:
-    """Adds or replaces `rows` in results.csv and rewrites results.md, under the file's
-    lock; returns the CSV path."""
+def update_results(out_dir: str | os.PathLike, dataset: str, profile: str, rows: list[dict],
+                   render: Callable[[pd.DataFrame, Path], object] | None = None) -> Path:
+    """Adds or replaces `rows` in results.csv, under the file's lock, and then, still
+    under it, calls render(table, folder) (e.g. `report.write_results_markdown`); returns
+    the CSV path."""
     directory = table_dir(out_dir, dataset, profile)
     csv_path = directory / "results.csv"
     with results_lock(csv_path):
         table = merge_rows(read_results(csv_path), rows)
-        _atomic_write_text(csv_path, table.to_csv(index=False))
-        _atomic_write_text(directory / "results.md",
-                           results_markdown(table, f"{dataset}, profile {profile}", directory))
+        write_text_atomic(csv_path, table.to_csv(index=False))
+        if render is not None:
+            render(table, directory)
     return csv_path

@@ -13,9 +13,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from genvar_bench import estimators
-from genvar_bench.core import METHODS, build_method
+from genvar_bench import estimators, figures
+from genvar_bench.atomic import write_atomic, write_text_atomic
+from genvar_bench.core import METHODS
+from genvar_bench.methods import build_method
 from genvar_bench.data import Dataset
+from genvar_bench.parallel import world
 from genvar_bench.profiles import Profile
 from genvar_bench.train import train
 
@@ -166,8 +169,7 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
                           num_samples=config.num_samples, backend=config.backend,
                           **dict(config.options)).to(device)
     train_x = data.train.to(device)
-    from genvar_bench.train import _world
-    rank, world = _world()
+    rank, processes = world()
     stats = train(method, train_x, profile, config.seed, show_progress and rank == 0,
                   config.label, checkpoint, checkpoint_seconds)
     if rank != 0:
@@ -198,8 +200,8 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
         "epochs": stats.epochs, "final_train_loss": stats.history[-1][2],
         "parameters": sum(p.numel() for p in method.parameters()),
         "binarization": data.binarization, "torch_version": torch.__version__,
-        "threads": torch.get_num_threads(), "processes": world,
-        "device_name": _device_name(device), "git_commit": git_commit(),
+        "threads": torch.get_num_threads(), "processes": processes,
+        "device_name": device_model_name(device), "git_commit": git_commit(),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "artifact": config.file_stem,
     }
@@ -213,7 +215,7 @@ def save_model(method, config: RunConfig, data: Dataset, profile: Profile, path:
              for name, value in method.state_dict().items()}
     from genvar_bench.saved import MODEL_FORMAT
 
-    _atomic_save(path, lambda target: torch.save({
+    write_atomic(path, lambda target: torch.save({
         "format": MODEL_FORMAT, "method": config.method, "options": dict(config.options),
         "data_dim": data.data_dim, "layers": config.layers, "num_samples": config.num_samples,
         "backend": config.backend, "dataset": data.name, "profile": profile.name,
@@ -225,7 +227,7 @@ def save_model(method, config: RunConfig, data: Dataset, profile: Profile, path:
 
 def save_per_example(per_example: dict[str, np.ndarray], path: Path) -> None:
     """The per-example test figures as a compressed .npz (float64 arrays of length N)."""
-    _atomic_save(path, lambda target: np.savez_compressed(target, **per_example))
+    write_atomic(path, lambda target: np.savez_compressed(target, **per_example))
 
 
 def read_per_example(path: Path) -> dict[str, np.ndarray]:
@@ -234,19 +236,14 @@ def read_per_example(path: Path) -> dict[str, np.ndarray]:
 
 
 def save_history(stats, path: Path) -> None:
-    """The training curve as CSV (epoch, seconds, loss), written then renamed."""
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("epoch,seconds,loss\n" + "".join(
+    """The training curve as CSV (epoch, seconds, loss), written atomically."""
+    write_text_atomic(path, "epoch,seconds,loss\n" + "".join(
         f"{epoch},{seconds:.3f},{loss!r}\n" for epoch, seconds, loss in stats.history))
-    os.replace(temporary, path)
 
 
-def _device_name(device: torch.device) -> str:
+def device_model_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.getdevice_model_name(device)
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -263,12 +260,12 @@ def save_samples(method, data: Dataset, path: Path) -> None:
     TRAJECTORY_CHAINS chains from the prior to the data, beside it (-trajectory.png)."""
     samples = method.sample(GRID_SAMPLES if data.image_shape else SCATTER_SAMPLES)
     if data.image_shape is None:
-        save_scatter(samples, data.test, path)
+        figures.save_scatter(samples, data.test, path)
         return
-    save_sample_grid(samples, data.image_shape, path, value_range=data.value_range)
+    figures.save_sample_grid(samples, data.image_shape, path, value_range=data.value_range)
     if hasattr(method, "trajectory"):
         frames = method.trajectory(TRAJECTORY_CHAINS, TRAJECTORY_FRAMES)  # [frames, n, D]
-        save_sample_grid(frames.transpose(0, 1).reshape(-1, frames.shape[-1]), data.image_shape,
+        figures.save_sample_grid(frames.transpose(0, 1).reshape(-1, frames.shape[-1]), data.image_shape,
                          path.with_name(f"{path.stem}-trajectory.png"), columns=frames.shape[0],
                          value_range=data.value_range)
 
@@ -276,58 +273,3 @@ def save_samples(method, data: Dataset, path: Path) -> None:
 TRAJECTORY_CHAINS, TRAJECTORY_FRAMES, SCATTER_SAMPLES = 4, 11, 2000
 
 
-def _atomic_save(path: Path, save) -> None:
-    """Calls save(temporary) for a temporary file beside `path` (same suffix), then
-    renames it to `path`: no reader ever sees half a file."""
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{path.suffix}")
-    try:
-        save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def save_sample_grid(images: torch.Tensor, image_shape: tuple[int, int], path: Path,
-                     columns: int | None = None, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
-    """Tiles [n, H*W] images into a grid (square unless `columns` is given), written as a
-    greyscale PNG, value_range[1] black and value_range[0] white; written to a
-    temporary name, then renamed."""
-    import matplotlib.image
-
-    count = images.shape[0]
-    columns = columns or math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    height, width = image_shape
-    scale = max(1, 28 // height)  # small images (8 x 8 digits) are enlarged, pixels kept square
-    low, high = value_range
-    images = ((images.detach().float().cpu() - low) / (high - low)).clamp(0, 1)
-    images = images.reshape(count, height, width)
-    images = images.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-    height, width = height * scale, width * scale
-    canvas = torch.ones(rows * (height + 1) + 1, columns * (width + 1) + 1)
-    for index, image in enumerate(images):
-        top, left = 1 + (index // columns) * (height + 1), 1 + (index % columns) * (width + 1)
-        canvas[top:top + height, left:left + width] = 1 - image
-    _atomic_save(path, lambda target: matplotlib.image.imsave(
-        target, canvas.numpy(), cmap="gray", vmin=0, vmax=1, format="png"))
-
-
-def save_scatter(samples: torch.Tensor, data: torch.Tensor, path: Path) -> None:
-    """2-D samples over the data they model, side by side, as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
-    for axis, points, title in zip(axes, (data, samples), ("test data", "model samples")):
-        points = points.detach().float().cpu()
-        axis.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
-        axis.set_title(title)
-        axis.set_aspect("equal")
-    figure.tight_layout()
-    _atomic_save(path, lambda target: figure.savefig(target, dpi=100, format="png"))
-    plt.close(figure)

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 import genvar_bench.methods  # noqa: F401  (the built-in methods)
-from genvar_bench.core import METHODS, build_method
+from genvar_bench.core import METHODS
+from genvar_bench.methods import build_method
 
 MODEL_FORMAT = "genvar-bench model 1"
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from genvar_bench.atomic import write_atomic
+from genvar_bench import parallel
 from genvar_bench.profiles import Profile
 
 
@@ -58,7 +60,7 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
     agree(error, train_data.device, stats.epochs)
     # Under torch.distributed, DistributedDataParallel (which starts every process from
     # process 0's parameters) averages the gradients; alone, the method's loss.
-    model = _data_parallel(method, train_data.device) if _world()[1] > 1 else method.loss
+    model = _data_parallel(method, train_data.device) if parallel.world()[1] > 1 else method.loss
     num_examples = train_data.shape[0]
     steps_per_epoch = -(-num_examples // batch_size)
     bar = tqdm(total=len(settings) * steps_per_epoch, initial=stats.epochs * steps_per_epoch,
@@ -75,7 +77,7 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
         stats.seconds = time.perf_counter() - start
         stats.history.append((stats.epochs, stats.seconds, epoch_loss))
         bar.set_postfix(epoch=stats.epochs, loss=f"{epoch_loss:.2f}")
-        if checkpoint is not None and _world()[0] == 0 and (
+        if checkpoint is not None and parallel.world()[0] == 0 and (
                 time.perf_counter() - last_save >= checkpoint_seconds
                 or stats.epochs == len(settings)):
             _save_checkpoint(checkpoint, method, optimizer, generator, stats, len(settings))
@@ -86,15 +88,13 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
 
 def _save_checkpoint(path: Path, method, optimizer, generator, stats: TrainStats,
                      num_epochs: int) -> None:
-    """Written to a temporary name, then renamed: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save({"num_epochs": num_epochs, "method": method.state_dict(),
-                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "stats": dataclasses.asdict(stats)}, temporary)
-    os.replace(temporary, path)
+    """Written atomically: a crash never leaves half a file."""
+    state = {"num_epochs": num_epochs, "method": method.state_dict(),
+             "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+             "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+             "stats": dataclasses.asdict(stats)}
+    write_atomic(path, lambda temporary: torch.save(state, temporary))
 
 
 def _resume(path: Path, method, optimizer, generator, num_epochs: int) -> TrainStats | None:
@@ -143,15 +143,6 @@ def _set_aside(path: Path) -> Path:
     return aside
 
 
-def _world():
-    """(rank, world size) of the torch.distributed group; (0, 1) outside one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 # Calls of `train` so far in this process: tells a caller whether a failure came before
 # training (where the other processes still wait in `agree`) or from it.
 _trainings_started = 0
@@ -172,7 +163,7 @@ def agree(error: Exception | None, device: torch.device, epochs: int | None = No
     from checkpoints of different progress (`epochs`). Alone, re-raises `error`."""
     import torch.distributed as dist
 
-    rank, world = _world()
+    rank, world = parallel.world()
     if world == 1:
         if error is not None:
             raise error
@@ -233,7 +224,7 @@ def _train_epoch(model, optimizer, train_data, batch_size, generator, bar) -> fl
     epoch's end, where all processes learn of it (`GroupFailure`)."""
     import torch.distributed as dist
 
-    rank, world = _world()
+    rank, world = parallel.world()
     order = torch.randperm(train_data.shape[0], generator=generator).to(train_data.device)
     # Summed on the device: reading the loss every step would stall a GPU.
     total = torch.zeros((), dtype=torch.float64, device=train_data.device)

@@ -267,7 +267,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_bit_for_bit(tmp_path, mon
     import torch
 
     from genvar_bench import train as training
-    from genvar_bench.core import build_method
+    from genvar_bench import build_method
     from genvar_bench.data import load_dataset
     from genvar_bench.profiles import get_profile
 
@@ -316,7 +316,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_bit_for_bit(tmp_path, mon
 def test_a_checkpoint_of_another_length_is_not_resumed(tmp_path):
     import torch
 
-    from genvar_bench.core import build_method
+    from genvar_bench import build_method
     from genvar_bench.data import load_dataset
     from genvar_bench.profiles import get_profile
     from genvar_bench.train import train

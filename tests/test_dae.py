@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from genvar_bench.core import build_method
+from genvar_bench import build_method
 
 DATA_DIM = 16
 

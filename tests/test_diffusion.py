@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from genvar_bench.core import build_method
+from genvar_bench import build_method
 from genvar_bench.methods.diffusion import beta_schedule
 from genvar_bench.profiles import Profile
 from genvar_bench.train import train

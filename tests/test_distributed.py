@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent("""
     import os, sys
     import torch
     import torch.distributed as dist
-    from genvar_bench.core import build_method
+    from genvar_bench import build_method
     from genvar_bench.data import load_dataset
     from genvar_bench.profiles import get_profile
     from genvar_bench.train import train

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genvar_bench import estimators
-from genvar_bench.core import build_method
+from genvar_bench import build_method
 from genvar_bench.methods.dae import NoisyCode
 from genvar_bench.methods.latent import mlp
 from genvar_bench.methods.sbn import BinaryLatentMethod, bernoulli_log_prob

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent("""
     sys.meta_path.insert(0, HideExtension())
     import torch
     import genvar_bench
-    from genvar_bench.core import build_method
+    from genvar_bench import build_method
     from genvar_bench.ops import get_ops
 
     assert not genvar_bench.extension_available()

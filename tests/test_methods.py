@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from genvar_bench.core import METHODS, build_method
+from genvar_bench import build_method
+from genvar_bench.core import METHODS
 from genvar_bench.data import load_dataset
 from genvar_bench.profiles import get_profile
 from genvar_bench.train import train

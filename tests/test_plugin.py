@@ -22,6 +22,18 @@ DREG = ROOT / "examples" / "iwae_dreg.py"
 FAST = ["--dataset", "digits", "--epochs", "1", "--eval-samples", "8", "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def restore_registry():
+    """Each test's plugins leave the registry as it was: other tests see the built-ins."""
+    from genvar_bench import plugins
+
+    methods, loaded = dict(METHODS), list(plugins.LOADED)
+    yield
+    METHODS.clear()
+    METHODS.update(methods)
+    plugins.LOADED[:] = loaded
+
+
 def dreg_method(backend, seed=0):
     load_plugin(str(DREG))
     torch.manual_seed(seed)

@@ -97,3 +97,20 @@ def test_a_killed_worker_is_retried_and_its_row_is_the_uninterrupted_one(local_r
     local = read_rows(tmp_path / "local").loc["vae"]
     for column in ("final_train_loss", "train_bound", "test_bound", "test_nll"):
         assert row[column] == local[column], (column, row[column], local[column])
+
+
+def test_a_plugin_method_runs_in_ray_workers(local_ray, tmp_path):
+    """Workers are fresh processes: they load the driver's plugins before the task."""
+    from genvar_bench import plugins
+    from genvar_bench.core import METHODS
+
+    methods, loaded = dict(METHODS), list(plugins.LOADED)
+    plugin = Path(__file__).resolve().parents[1] / "examples" / "iwae_dreg.py"
+    out = tmp_path / "out"
+    assert main(TINY + ["--plugin", str(plugin), "--method", "iwae-dreg", "--epochs", "1",
+                        "--out", str(out), "--executor", "ray", "--cpus-per-run", "1"]) == 0
+    row = read_rows(out).loc["iwae-dreg"]
+    assert row["status"] == "ok" and row["test_nll"] > 0
+    METHODS.clear()
+    METHODS.update(methods)
+    plugins.LOADED[:] = loaded

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genvar_bench import estimators
-from genvar_bench.core import build_method
+from genvar_bench import build_method
 from genvar_bench.data import load_dataset
 from genvar_bench.methods.rbm import RBMMethod
 from genvar_bench.ops import BACKENDS

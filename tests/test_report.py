@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from genvar_bench import __main__ as cli
-from genvar_bench import report
+from genvar_bench import figures, report
 
 
 def rows(**columns):
@@ -47,7 +47,7 @@ def test_kernel_speedups_are_ratios_of_medians_in_one_file(tmp_path):
         bench("op b", "eager", 3.0)]}))
     speedups = report.kernel_speedups(path).set_index(["group", "baseline"])["speedup"]
     assert speedups.to_dict() == {("op a", "eager"): 4.0, ("op a", "compiled"): 2.0}
-    assert report.speedup_figure(path, tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    assert figures.speedup_figure(path, tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_report_command_writes_tables_and_figures(tmp_path):

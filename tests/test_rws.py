@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from genvar_bench.core import build_method
+from genvar_bench import build_method
 from genvar_bench.methods.latent import gaussian_log_density
 from genvar_bench.methods.rws import BinaryRWS
 from genvar_bench.methods.sbn import bernoulli_log_prob

@@ -1,3 +1,13 @@
-"""Built-in methods; importing this package registers them in `genvar_bench.core.METHODS`."""
+"""Built-in methods; importing this package registers them in `genvar_bench.core.METHODS`.
+`build_method` instantiates any registered method: built-in, plugin or entry point."""
+from genvar_bench.core import METHODS, Method
 from genvar_bench.methods import (binomial_diffusion, dae, gaussian_diffusion, rbm,  # noqa: F401
                                   rws, vae)
+
+
+def build_method(name: str, **config) -> Method:
+    """A registered method by name, e.g. `build_method("iwae", data_dim=784, num_samples=5,
+    backend="fused")`; an unknown name lists the known ones."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name](**config)

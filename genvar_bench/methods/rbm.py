@@ -142,9 +142,9 @@ class RBMMethod(Method):
               base_visible_bias: torch.Tensor | None = None):
         """(x, z) after `sweeps` Gibbs sweeps from x [B, D], on the method's stream (under
         data-parallel training, each process's own: the Philox key differs by rank)."""
-        from genvar_bench.train import _world
+        from genvar_bench.parallel import world
 
-        seed = (self.chain_seed + 0x9E3779B9 * _world()[0]) % 2**62
+        seed = (self.chain_seed + 0x9E3779B9 * world()[0]) % 2**62
         x_out, z = self.ops.rbm_gibbs(x, *self.rbm.parameters_tuple, beta, sweeps,
                                       seed, self.chain_offset, base_visible_bias)
         self.chain_offset = next_offset(self.chain_offset, sweeps)

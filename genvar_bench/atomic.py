@@ -1,0 +1,32 @@
+"""Atomic writes: every file the suite writes goes to a temporary file of a unique name
+in the target's folder, and is renamed over the target only once complete, so no reader
+and no interrupted run ever sees half a file, and concurrent writers never share a
+temporary."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Calls write(temporary) for a temporary path beside `path` with the same suffix
+    (so writers that add or check suffixes, like numpy's and matplotlib's, keep it), then
+    renames it to `path`; on any failure the temporary is removed. Returns `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_atomic(path, lambda temporary: temporary.write_text(text))

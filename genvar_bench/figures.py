@@ -1,0 +1,188 @@
+"""Every figure the suite draws, as PNGs written atomically: the seaborn figures of a
+results table (test NLL by model with the published marks, the k-sample bound against
+k, training curves, throughput), the kernel speed-ups, and the sample grids and scatters
+of trained models."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from genvar_bench.atomic import write_atomic
+from genvar_bench.report import PUBLISHED, finished, kernel_speedups, model_label
+
+
+def _save(figure, path: Path) -> None:
+    write_atomic(path, lambda temporary: figure.savefig(temporary, dpi=110, bbox_inches="tight",
+                                                        format="png"))
+
+
+def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Path]:
+    """The figures of one results table, as PNGs under directory/figures/."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    table = finished(table).copy()
+    if table.empty:
+        return []
+    table["model"] = table.apply(model_label, axis=1)
+    written = []
+
+    # Test NLL by model, error bars the sd over seeds, published marks where they match.
+    scored = table[table["backend"] == "fused"]
+    scored = scored if not scored.empty else table
+    order = sorted(scored["model"].unique())
+    figure, axes = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
+    sns.barplot(data=scored, y="model", x="test_nll", order=order, errorbar="sd", ax=axes,
+                color="tab:blue")
+    low = scored["test_nll"].min()
+    for name, method, k, layers, value, label in PUBLISHED:
+        model = f"{method} k={k}"
+        matches = [index for index, entry in enumerate(order) if entry.split(" [")[0] == model
+                   and name == dataset and (layers == 1) == (" L=" not in entry)]
+        for index in matches:
+            axes.plot(value, index, marker="D", color="tab:red", markersize=6)
+            axes.annotate(label, (value, index), xytext=(4, -9), textcoords="offset points",
+                          fontsize=6, color="tab:red")
+            low = min(low, value)
+    axes.set_xlim(left=max(0.0, low - 0.1 * abs(low)))
+    axes.set_xlabel("test NLL, nats (estimators differ: see results.md)")
+    axes.set_title(f"{dataset}: test NLL by model (red: published, where the setting matches)")
+    written.append(directory / "figures" / "test_nll.png")
+    _save(figure, written[-1])
+    plt.close(figure)
+
+    # Importance-weighted bound against k, per latent-variable model.
+    columns = sorted((column for column in scored.columns if column.startswith("test_iw_bound_k")),
+                     key=lambda column: int(column.rsplit("k", 1)[1]))
+    if columns:
+        long = scored.melt(id_vars=["model"], value_vars=columns, var_name="samples",
+                           value_name="bound").dropna()
+        if not long.empty:
+            long["samples"] = long["samples"].str.rsplit("k", n=1).str[1].astype(int)
+            figure, axes = plt.subplots(figsize=(7, 4))
+            sns.lineplot(data=long, x="samples", y="bound", hue="model", marker="o", ax=axes)
+            axes.set_xscale("log")
+            axes.set_xlabel("k (samples of q, resampled)")
+            axes.set_ylabel("-log (1/k) sum_i w_i, nats")
+            axes.set_title(f"{dataset}: the k-sample bound tightens with k")
+            axes.legend(fontsize=6)
+            written.append(directory / "figures" / "bound_vs_k.png")
+            _save(figure, written[-1])
+            plt.close(figure)
+
+    # Training curves, from the histories the runs wrote.
+    curves = []
+    for path in sorted((directory / "histories").glob("*.csv")):
+        history = pd.read_csv(path)
+        history["run"] = path.stem
+        curves.append(history)
+    if curves:
+        curves = pd.concat(curves, ignore_index=True)
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for axis, x in zip(axes, ("seconds", "epoch")):
+            sns.lineplot(data=curves, x=x, y="loss", hue="run", ax=axis, legend=axis is axes[1])
+            axis.set_ylabel("training loss: the bound (DAE: reconstruction; RBM: CD surrogate)")
+        axes[1].legend(fontsize=5)
+        axes[0].set_xlabel("wall-clock seconds")
+        figure.suptitle(f"{dataset}: training curves")
+        written.append(directory / "figures" / "training_curves.png")
+        _save(figure, written[-1])
+        plt.close(figure)
+
+    # Throughput per method, device and backend.
+    table["device, backend"] = table["device"] + ", " + table["backend"]
+    figure, axes = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
+    sns.barplot(data=table, y="model", x="train_examples_per_s", hue="device, backend",
+                order=order, errorbar=None, ax=axes)
+    axes.set_xscale("log")
+    axes.set_xlabel("training examples per second")
+    axes.set_title(f"{dataset}: throughput")
+    written.append(directory / "figures" / "throughput.png")
+    _save(figure, written[-1])
+    plt.close(figure)
+    return written
+
+
+def speedup_figure(path: Path, out: Path) -> Path | None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    speedups = kernel_speedups(path)
+    if speedups.empty:
+        return None
+    figure, axes = plt.subplots(figsize=(8, 0.3 * speedups["group"].nunique() + 1.5))
+    sns.barplot(data=speedups, y="group", x="speedup", hue="baseline", ax=axes)
+    axes.axvline(1.0, color="black", linewidth=0.8)
+    axes.set_xscale("log")
+    axes.set_xlabel("fused op speed-up (baseline median / fused median, same run)")
+    axes.set_ylabel("")
+    axes.set_title(f"kernel speed-ups: {path.stem}")
+    _save(figure, out)
+    plt.close(figure)
+    return out
+
+
+def save_sample_grid(images: torch.Tensor, image_shape: tuple[int, int], path: Path,
+                     columns: int | None = None, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+    """Tiles [n, H*W] images into a grid (square unless `columns` is given), written as a
+    greyscale PNG, value_range[1] black and value_range[0] white; written to a
+    temporary name, then renamed."""
+    import matplotlib.image
+
+    count = images.shape[0]
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    height, width = image_shape
+    scale = max(1, 28 // height)  # small images (8 x 8 digits) are enlarged, pixels kept square
+    low, high = value_range
+    images = ((images.detach().float().cpu() - low) / (high - low)).clamp(0, 1)
+    images = images.reshape(count, height, width)
+    images = images.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    height, width = height * scale, width * scale
+    canvas = torch.ones(rows * (height + 1) + 1, columns * (width + 1) + 1)
+    for index, image in enumerate(images):
+        top, left = 1 + (index // columns) * (height + 1), 1 + (index % columns) * (width + 1)
+        canvas[top:top + height, left:left + width] = 1 - image
+    write_atomic(path, lambda target: matplotlib.image.imsave(
+        target, canvas.numpy(), cmap="gray", vmin=0, vmax=1, format="png"))
+
+
+def save_scatter(samples: torch.Tensor, data: torch.Tensor, path: Path) -> None:
+    """2-D samples over the data they model, side by side, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    for axis, points, title in zip(axes, (data, samples), ("test data", "model samples")):
+        points = points.detach().float().cpu()
+        axis.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
+        axis.set_title(title)
+        axis.set_aspect("equal")
+    figure.tight_layout()
+    write_atomic(path, lambda target: figure.savefig(target, dpi=100, format="png"))
+    plt.close(figure)
+
+
+def draw_all(out_dir: str | Path) -> list[Path]:
+    """Draws the figures of every results table under out_dir and of every kernel
+    benchmark JSON under out_dir/benchmarks; returns the files written."""
+    from genvar_bench.results import read_results
+
+    out_dir = Path(out_dir)
+    written = []
+    for csv_path in sorted(out_dir.glob("*/*/results.csv")):
+        written += table_figures(read_results(csv_path), csv_path.parent, csv_path.parent.parent.name)
+    for json_path in sorted((out_dir / "benchmarks").glob("*.json")):
+        figure = speedup_figure(json_path, json_path.with_name(f"{json_path.stem}-speedups.png"))
+        if figure is not None:
+            written.append(figure)
+    return written

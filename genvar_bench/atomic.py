@@ -21,6 +21,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     temporary = Path(name)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from others
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -30,3 +31,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda temporary: temporary.write_text(text))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -57,7 +57,7 @@ class BinomialForward(ForwardProcess):
         return (torch.xlogy(state, probability) + torch.xlogy(1 - state, 1 - probability)).sum(-1)
 
     def prior_kl(self, x0):
-        alpha_bar = self.alpha_bar[-1].item()
+        alpha_bar = self.alpha_bar[-1]  # a 0-dim tensor: no host sync per step on a GPU
         one = x0 * alpha_bar + (1 - alpha_bar) / 2
         return (torch.xlogy(one, 2 * one) + torch.xlogy(1 - one, 2 * (1 - one))).sum(-1)
 

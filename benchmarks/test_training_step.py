@@ -47,14 +47,23 @@ def batch_of(data_dim):
     return torch.bernoulli(torch.full((BATCH, data_dim), 0.3), generator=generator)
 
 
-def suite_step(method_name, num_samples, dataset, backend):
-    """The step `genvar_bench.train._train_epoch` takes on one process."""
+def bench_method(method_name, num_samples, dataset, backend):
+    """(method, profile, data_dim): a registered method at a dataset's size, seeded, with
+    the options its profile and data give it."""
+    from genvar_bench.core import resolved_option_defaults
+
     data_dim, profile_name = DATASETS[dataset]
     profile = get_profile(profile_name)
-    options = {"diffusion_steps": profile.diffusion_steps} if method_name == "diffusion" else {}
     torch.manual_seed(0)
     method = build_method(method_name, data_dim=data_dim, layers=1, num_samples=num_samples,
-                          backend=backend, **options)
+                          backend=backend,
+                          **resolved_option_defaults(method_name, profile, data_dim))
+    return method, profile, data_dim
+
+
+def suite_step(method_name, num_samples, dataset, backend):
+    """The step `genvar_bench.train._train_epoch` takes on one process."""
+    method, profile, data_dim = bench_method(method_name, num_samples, dataset, backend)
     optimizer = method.make_optimizer(profile)
     batch = batch_of(data_dim)
     total = torch.zeros((), dtype=torch.float64)

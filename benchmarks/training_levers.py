@@ -13,18 +13,11 @@ import time
 
 import torch
 
-from benchmarks.test_training_step import BATCH, DATASETS, batch_of
-from genvar_bench import build_method
-from genvar_bench.profiles import get_profile
+from benchmarks.test_training_step import BATCH, DATASETS, batch_of, bench_method
 
 
 def step_variant(method_name, num_samples, dataset, adam, compiled=False, backend="fused"):
-    data_dim, profile_name = DATASETS[dataset]
-    profile = get_profile(profile_name)
-    options = {"diffusion_steps": profile.diffusion_steps} if method_name == "diffusion" else {}
-    torch.manual_seed(0)
-    method = build_method(method_name, data_dim=data_dim, layers=1, num_samples=num_samples,
-                          backend=backend, **options)
+    method, profile, data_dim = bench_method(method_name, num_samples, dataset, backend)
     flags = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
     optimizer = torch.optim.Adam(method.parameters(), lr=1e-3, eps=profile.adam_eps, **flags[adam])
     loss_fn = torch.compile(method.loss, dynamic=False) if compiled else method.loss

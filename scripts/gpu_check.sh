@@ -29,6 +29,8 @@ options:
 
 exit status: 0 every stage passed; 1 some stage failed or ran out of time (the summary
 says which); 2 bad arguments; 3 no CUDA build of torch or no GPU (nothing was run).
+
+environment: GPU_CHECK_RESERVE  seconds of the budget kept for the summary (default 20)
 EOF
 }
 
@@ -60,7 +62,7 @@ done
 
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
-RESERVE=20  # seconds kept for the summary and the archive
+RESERVE=${GPU_CHECK_RESERVE:-20}  # seconds kept for the summary and the archive
 BENCH_FILES=(iwae_ops sbn_ops mixture_ops diffusion_ops rbm_ops)
 
 if [[ -z "$PYTHON_BIN" ]]; then

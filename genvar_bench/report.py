@@ -138,7 +138,8 @@ def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = N
     if has_intervals:
         lines += ["", "95% CI: a normal interval of the mean test NLL over the test examples "
                       "(per-example NLLs averaged over seeds). vs best: the paired mean difference "
-                      f"to the best model ({summary['best_model'].iloc[0]}) on the same test "
+                      "to the best model among those with per-example files "
+                      f"({summary['best_model'].iloc[0]}) on the same test "
                       "examples, ± its 95% interval; an interval that excludes 0 is a real gap "
                       "on this test set (for the estimators as they stand)."]
     has_published = "published" in summary and (summary["published"].fillna("") != "").any()

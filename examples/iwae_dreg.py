@@ -19,8 +19,8 @@ replaces it by the equal-in-expectation
 with log q evaluated at stopped mu and sigma, so that phi acts through z only. p's
 gradient, sum_i w~_i d log w_i / d theta, is IWAE's.
 
-Implementation: one pass. log w comes from the fused op with mu and log sigma^2
-detached; the surrogate -sum_i w~_i log w_i gives p IWAE's gradient, and a hook on z
+Implementation: one pass. log w comes from p's fused log ratio at q's draw with mu
+and log sigma^2 detached; the surrogate -sum_i w~_i log w_i gives p IWAE's gradient, and a hook on z
 scales the gradient arriving at z_i by w~_i, turning q's w~_i into w~_i^2.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from genvar_bench import register
+from genvar_bench import Draw, register
 from genvar_bench.methods.latent import GaussianLatentMethod
 
 
@@ -50,8 +50,10 @@ class IWAEDReG(GaussianLatentMethod):
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Value: the mean k-sample bound. Gradient: IWAE's for p, DReG's for q."""
-        (z, mu, logvar), = self.q.sample(x, self.num_samples)  # z = mu + sigma * noise
-        log_w = self.ops.iwae_log_weights(self.p.logits(z), x, z, mu.detach(), logvar.detach())
+        draw = self.q.sample(x, self.num_samples)  # z = mu + sigma * noise
+        (z,), ((mu, logvar),) = draw.latents, draw.params
+        # log p(x, z) - log q(z | x) with q's parameters stopped: phi acts through z only
+        log_w = self.p.log_ratio(x, Draw([z], [(mu.detach(), logvar.detach())]), self.q)
         weights = torch.softmax(log_w.detach(), dim=0)  # w~ [k, B]
         if z.requires_grad:
             z.register_hook(lambda grad: grad * weights.unsqueeze(-1))

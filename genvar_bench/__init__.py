@@ -5,17 +5,19 @@ registers the ops' fake kernels and autograd formulas; the pure-PyTorch
 reference path works without it (`--backend reference`).
 
 The public API, for methods brought from outside (docs/adding-a-method.md):
-`Method`, `Option`, `register`, `build_method`, `load_dataset`, `load_model`, and the
-model families under `genvar_bench.methods`.
+`Method`, `InferenceModel` (q), `GenerativeModel` (p), `Draw`, `Option`, `register`,
+`build_method`, `load_dataset`, `load_model`, and the model families under
+`genvar_bench.methods`.
 """
 from genvar_bench._extension import extension_available, require_extension
 
-__all__ = ["Method", "Option", "build_method", "extension_available", "load_dataset", "load_model",
+__all__ = ["Draw", "GenerativeModel", "InferenceModel", "Method", "Option", "build_method", "extension_available", "load_dataset", "load_model",
            "register", "require_extension"]
 __version__ = "0.1.0"
 
 from genvar_bench import ops  # noqa: E402  (registers fake kernels and autograd)
-from genvar_bench.core import Method, Option, register  # noqa: E402
+from genvar_bench.core import (Draw, GenerativeModel, InferenceModel, Method, Option,  # noqa: E402
+                               register)
 from genvar_bench.data import load_dataset  # noqa: E402
 from genvar_bench.methods import build_method  # noqa: E402
 

@@ -7,14 +7,17 @@ per-example quantity E_q(tau|x)[log q(tau|x) - log p(x, tau)] bounds -log p(x)
 from above; averaged over D it is KL(q || p) - E_q(x)[log q(x)].
 
 D(x) is the data loader; `InferenceModel` is q(tau | x); `GenerativeModel` is
-p(x, tau). A `Method` says how the two are trained and scored.
+p(x, tau); a `Draw` is tau ~ q(tau | x). A `Method` holds one q and one p and says
+how they are trained (its objective) and scored. The importance log-weight
+log p(x, tau) - log q(tau | x), from which every bound is built, is formed in one
+place, `Method.log_weights`.
 """
 from __future__ import annotations
 
 import abc
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import torch
@@ -22,19 +25,126 @@ from torch import nn
 
 from genvar_bench.ops import get_ops
 
+# How gradients reach q's parameters through a draw (`InferenceModel.sample`):
+# through the sample itself (z = mu + sigma * noise), with their sign reversed on q's
+# parameters and none through the sample (the wake-phase q update of reweighted
+# wake-sleep), or not at all.
+Q_GRADS = ("reparameterize", "reverse", "none")
 
-class InferenceModel(nn.Module, abc.ABC):
-    """q(tau | x): draws latent trajectories tau for each x."""
+
+@dataclass
+class Draw:
+    """tau_1..tau_k ~ q(tau | x) for each example of a batch x [B, ...].
+
+    `latents`: the latent layers, bottom-up, each [k, B, ...]. `params`: per layer, q's
+    parameters at x that the layer was drawn from (a family's own: (mu, logvar) of a
+    diagonal Gaussian, (probabilities, logits) of Bernoulli units), so that p's
+    `log_ratio` can score log q(tau | x) without a second pass through q."""
+
+    latents: list[torch.Tensor]
+    params: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
 
 
-class GenerativeModel(nn.Module, abc.ABC):
-    """p(x, tau) = p(x | tau) p(tau)."""
+class InferenceModel(nn.Module):
+    """q(tau | x). The contract of every family:
+
+    - `sample(x, num_samples, q_grad)` draws tau_1..tau_k ~ q(tau | x): a `Draw`;
+    - `log_prob(x, latents)` is log q(tau | x) of given latents, per example;
+    - `unit_means(x, num_samples)` is E_q[z_l | x] per stochastic layer, the statistic
+      behind active-unit counts.
+
+    What a family has is declared by the class attributes below, which the objectives and
+    the runner read (never by probing for methods):
+    - `can_sample`: sample gives a `Draw` of latent layers;
+    - `q_grads`: the ways gradients can reach q's parameters through a draw (see
+      Q_GRADS); the first is the default. A fixed q (diffusion's forward process) has
+      none but "none";
+    - `has_log_prob`: log_prob is defined;
+    - `has_units`: it has latent units to count (unit_means is defined).
+    """
+
+    can_sample: ClassVar[bool] = True
+    q_grads: ClassVar[tuple[str, ...]] = ("none",)
+    has_log_prob: ClassVar[bool] = True
+    has_units: ClassVar[bool] = False
+    # The op set of the method holding this q (set by `Method`).
+    ops = None
+
+    def sample(self, x: torch.Tensor, num_samples: int, q_grad: str | None = None) -> Draw:
+        """tau ~ q(tau | x), num_samples per example; q_grad one of `q_grads` (None:
+        the first)."""
+        raise NotImplementedError(f"{type(self).__name__} draws no tau")
+
+    def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        """log q(tau | x) of `latents`, per example."""
+        raise NotImplementedError(f"{type(self).__name__} has no log q(tau | x)")
+
+    def unit_means(self, x: torch.Tensor, num_samples: int) -> list[torch.Tensor]:
+        """[B, Z_l] per stochastic layer: E_q[z_l | x]."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent units")
+
+    def check_q_grad(self, q_grad: str | None) -> str:
+        """The q_grad to use: the default for None; ValueError for one this q lacks."""
+        if q_grad is None:
+            return self.q_grads[0]
+        if q_grad not in self.q_grads:
+            raise ValueError(f"{type(self).__name__} takes q_grad among "
+                             f"{', '.join(self.q_grads)}, got {q_grad!r}")
+        return q_grad
+
+
+class GenerativeModel(nn.Module):
+    """p(x, tau) = p(x | tau) p(tau). The contract of every family:
+
+    - `log_prob(x, latents)` is log p(x, tau) per example; `log_likelihood(x, latents)`
+      its first factor, log p(x | tau);
+    - `log_ratio(x, draw, q)` is log p(x, tau) - log q(tau | x) at q's draw: the
+      importance log-weight. By default the two densities apart; a family overrides it
+      to compute both in one fused op;
+    - `sample_latents(n)` draws tau ~ p(tau); `data_mean(latents)` is E_p[x | tau];
+      `sample(n)` draws (x, tau) ~ p(x, tau).
+
+    Declared abilities: `has_log_prob` (log_prob, log_likelihood and log_ratio are
+    defined) and `can_sample` (sample_latents, data_mean and sample are)."""
+
+    has_log_prob: ClassVar[bool] = True
+    can_sample: ClassVar[bool] = True
+    # The op set of the method holding this p (set by `Method`).
+    ops = None
+
+    def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        """log p(x, tau) per example."""
+        raise NotImplementedError(f"{type(self).__name__} has no log p(x, tau)")
+
+    def log_likelihood(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        """log p(x | tau) per example."""
+        raise NotImplementedError(f"{type(self).__name__} has no log p(x | tau)")
+
+    def log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
+        """[k, B] log p(x, tau_i) - log q(tau_i | x) at the draw's tau_i."""
+        return self.log_prob(x, draw.latents) - q.log_prob(x, draw.latents)
+
+    def sample_latents(self, num_samples: int) -> list[torch.Tensor]:
+        """tau ~ p(tau): the latent layers, bottom-up, each [n, ...]."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw tau")
+
+    def data_mean(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """[n, D] E_p[x | tau]."""
+        raise NotImplementedError(f"{type(self).__name__} has no p(x | tau)")
+
+    def sample(self, num_samples: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(x [n, D], tau) ~ p(x, tau)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw (x, tau)")
+
+    def own_parameter(self) -> torch.Tensor:
+        """A parameter or buffer of p: the device and dtype of its draws."""
+        return next(iter([*self.parameters(), *self.buffers()]))
 
 
 class Method(nn.Module, abc.ABC):
-    """A training method: q, p, a loss, and per-example bounds in nats.
+    """A training method: one q, one p, an objective (`loss`), and per-example bounds.
 
-    Subclasses set `name` and implement `loss` and `log_weights`.
+    Subclasses set `name` (by `register`) and implement `bound`; most override `loss`.
     `log_weights(x, k)[i, b] = log p(x_b, tau_i) - log q(tau_i | x_b)` with
     tau_i ~ q(tau | x_b): every bound and estimate below is built from it.
     """
@@ -47,21 +157,29 @@ class Method(nn.Module, abc.ABC):
     # The method's options (see `Option`; usually given to `register`), and what k counts.
     options: ClassVar[tuple] = ()
     k_meaning: ClassVar[str] = "importance samples"
+    # State-dict keys of earlier versions and where they live now ({old: new}), so that
+    # kept models and checkpoints saved before a move still load.
+    moved_state: ClassVar[dict[str, str]] = {}
 
     def __init__(self, inference: InferenceModel, generative: GenerativeModel,
                  num_samples: int, backend: str):
         super().__init__()
         if num_samples < 1:
             raise ValueError(f"num_samples (k) must be >= 1, got {num_samples}")
+        if not isinstance(inference, InferenceModel) or not isinstance(generative, GenerativeModel):
+            raise TypeError("a Method takes an InferenceModel (q) and a GenerativeModel (p), got "
+                            f"{type(inference).__name__} and {type(generative).__name__}")
         self.q = inference
         self.p = generative
         self.num_samples = num_samples
         self.backend = backend
         self.ops = get_ops(backend)
+        self.q.ops = self.p.ops = self.ops
 
-    @abc.abstractmethod
-    def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """[k, B] log importance weights log p(x, tau) - log q(tau | x), tau ~ q(tau | x)."""
+    def log_weights(self, x: torch.Tensor, num_samples: int, q_grad: str | None = None) -> torch.Tensor:
+        """[k, B] log importance weights log p(x, tau) - log q(tau | x), tau ~ q(tau | x),
+        k = num_samples; q_grad as in `InferenceModel.sample`."""
+        return self.p.log_ratio(x, self.q.sample(x, num_samples, q_grad), self.q)
 
     @abc.abstractmethod
     def bound(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,6 +190,34 @@ class Method(nn.Module, abc.ABC):
         """Scalar training loss for a batch x [B, D]: the mean bound, an estimate
         of KL(q || p) up to the constant E_D[log D(x)]."""
         return self.bound(x).mean()
+
+    @torch.no_grad()
+    def bound_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The one-sample bound split as the seed writes it: the reconstruction term
+        E_q[-log p(x | tau)] and the KL term E_q[log q(tau | x) - log p(tau)], each [B];
+        {} for a method whose q draws no latent layers or whose p has no log p(x | tau)."""
+        if not (self.q.can_sample and self.p.has_log_prob):
+            return {}
+        draw = self.q.sample(x, 1)
+        log_w = self.p.log_ratio(x, draw, self.q)[0]
+        reconstruction = -self.p.log_likelihood(x, draw.latents)[0]
+        return {"reconstruction": reconstruction, "kl": -log_w - reconstruction}
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """[n, D] E_p[x | tau] at n draws tau ~ p(tau)."""
+        return self.p.data_mean(self.p.sample_latents(num_samples))
+
+    def trajectory(self, num_samples: int, frames: int = 10) -> torch.Tensor | None:
+        """[frames, n, D]: a chain from p's prior to the data, for methods whose p is one
+        (diffusion); None for the others."""
+        return None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for old, new in self.moved_state.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def prepare_training(self, train_data: torch.Tensor) -> None:
         """Called once before training: a method may set data-dependent initial values."""

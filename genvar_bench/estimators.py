@@ -64,8 +64,6 @@ def mean_bound(model, x: torch.Tensor, batch_size: int = 1000) -> float:
 def mean_bound_terms(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
     """Means over x of the terms of the model's one-sample bound (`model.bound_terms`,
     e.g. reconstruction and KL, which sum to the negative ELBO); {} when it has none."""
-    if not hasattr(model, "bound_terms"):
-        return {}
     totals: dict[str, float] = {}
     for rows in _batches(x.shape[0], batch_size):
         for name, values in model.bound_terms(x[rows]).items():
@@ -78,14 +76,15 @@ def active_units(model, x: torch.Tensor, threshold: float = 1e-2,
                  num_samples: int = 100, batch_size: int = 500) -> list[int]:
     """Active latent units per stochastic layer (Burda et al. 2016, section 5.2).
 
-    A unit u is active when Cov_x(E_q[u | x]) > threshold. E_q[z_1 | x] is the
-    encoder mean; for deeper layers E_q[z_l | x] averages the layer's mean over
-    `num_samples` draws of the layers below.
+    A unit u is active when Cov_x(E_q[u | x]) > threshold, with E_q[z_l | x] from q's
+    `unit_means` (for deeper Gaussian layers, averaged over `num_samples` draws of the
+    layers below); [] for a q without latent units (`has_units`).
     """
+    if not model.q.has_units:
+        return []
     means_per_layer: list[list[torch.Tensor]] = []
     for rows in _batches(x.shape[0], batch_size):
-        samples = model.q.sample(x[rows], num_samples)
-        layer_means = [samples[0][1]] + [mu.mean(0) for _, mu, _ in samples[1:]]
+        layer_means = model.q.unit_means(x[rows], num_samples)
         for index, means in enumerate(layer_means):
             if len(means_per_layer) <= index:
                 means_per_layer.append([])

@@ -106,7 +106,7 @@ def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
         terms = estimators.mean_bound_terms(method, test_x)
     else:
         terms = {name: values.double().mean().item() for name, values in terms.items()}
-    units = estimators.active_units(method, test_x) if callable(getattr(method.q, "sample", None)) else []
+    units = estimators.active_units(method, test_x)
     train_bound = estimators.mean_bound(method, train_x)  # before the test bound: same draws as ever
     test_bound = estimators.per_example_bound(method, test_x).double().cpu()
     gap = test_bound - nll
@@ -263,8 +263,8 @@ def save_samples(method, data: Dataset, path: Path) -> None:
         figures.save_scatter(samples, data.test, path)
         return
     figures.save_sample_grid(samples, data.image_shape, path, value_range=data.value_range)
-    if hasattr(method, "trajectory"):
-        frames = method.trajectory(TRAJECTORY_CHAINS, TRAJECTORY_FRAMES)  # [frames, n, D]
+    frames = method.trajectory(TRAJECTORY_CHAINS, TRAJECTORY_FRAMES)  # [frames, n, D] or None
+    if frames is not None:
         figures.save_sample_grid(frames.transpose(0, 1).reshape(-1, frames.shape[-1]), data.image_shape,
                          path.with_name(f"{path.stem}-trajectory.png"), columns=frames.shape[0],
                          value_range=data.value_range)

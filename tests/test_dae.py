@@ -31,7 +31,7 @@ def test_prior_is_the_encoder_convolved_with_the_training_data():
         torch.distributions.Categorical(torch.ones(30, dtype=torch.float64)),
         torch.distributions.Independent(torch.distributions.Normal(codes, 0.3), 1))
     z = torch.randn(11, codes.shape[1], dtype=torch.float64) * 0.5
-    torch.testing.assert_close(model.log_prior(z), mixture.log_prob(z))
+    torch.testing.assert_close(model.p.log_prior([z]), mixture.log_prob(z))
 
 
 @pytest.mark.parametrize("backend", ["fused", "reference"])
@@ -40,13 +40,18 @@ def test_log_weights_use_the_mixture_prior(backend):
     model.prepare_scoring(binary(30, seed=1))
     x = binary(4, seed=2)
     torch.manual_seed(3)
-    log_w, samples, logits = model.sampled_log_weights(x, 6)
-    z, mu, _ = samples[0]
+    log_w = model.log_weights(x, 6)
+    torch.manual_seed(3)
+    draw = model.q.sample(x, 6)
+    (z,), ((mu, _),) = draw.latents, draw.params
+    logits = model.p.logits(z)
     log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
         logits, x.expand_as(logits), reduction="none").sum(-1)
     log_q = torch.distributions.Normal(mu, 0.3).log_prob(z).sum(-1)
-    expected = log_lik + model.log_prior(z) - log_q
+    expected = log_lik + model.p.log_prior([z]) - log_q
     torch.testing.assert_close(log_w, expected)
+    # p's fused log ratio equals its two densities apart, log p(x, z) - log q(z | x)
+    torch.testing.assert_close(log_w, model.p.log_prob(x, [z]) - model.q.log_prob(x, [z]))
 
 
 def test_training_loss_is_the_reconstruction_error_alone():
@@ -56,7 +61,7 @@ def test_training_loss_is_the_reconstruction_error_alone():
     loss = model.loss(x)
     grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
     torch.manual_seed(5)
-    (z, _, _), = model.q.sample(x, 3)
+    z = model.q.sample(x, 3).latents[0]
     logits = model.p.logits(z)
     reconstruction = torch.nn.functional.binary_cross_entropy_with_logits(
         logits, x.expand_as(logits), reduction="none").sum(-1).mean()
@@ -74,7 +79,8 @@ def test_training_loss_is_the_reconstruction_error_alone():
 def test_noise_sets_the_spread_of_q():
     model = make_dae(noise=0.25)
     x = binary(3, seed=6)
-    (z, mu, logvar), = model.q.sample(x, 20000)
+    draw = model.q.sample(x, 20000)
+    (z,), ((mu, logvar),) = draw.latents, draw.params
     torch.testing.assert_close(logvar, torch.full_like(logvar, 2 * math.log(0.25)))
     assert (z - mu).std().item() == pytest.approx(0.25, rel=0.02)
 
@@ -95,7 +101,18 @@ def test_prior_codes_are_saved_with_the_model():
     model.prepare_scoring(binary(12, seed=9))
     restored = make_dae()
     restored.load_state_dict(model.state_dict())
-    torch.testing.assert_close(restored.prior_centers, model.prior_centers)
+    torch.testing.assert_close(restored.p.prior_centers, model.p.prior_centers)
+
+
+def test_models_saved_with_the_prior_on_the_method_still_load():
+    """Kept models from before the prior moved into p hold it as `prior_centers`."""
+    model = make_dae()
+    model.prepare_scoring(binary(12, seed=9))
+    state = model.state_dict()
+    state["prior_centers"] = state.pop("p.prior_centers")
+    restored = make_dae()
+    restored.load_state_dict(state)
+    torch.testing.assert_close(restored.p.prior_centers, model.p.prior_centers)
 
 
 @pytest.mark.parametrize("config, message", [

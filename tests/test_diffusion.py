@@ -42,7 +42,7 @@ def transition_tables(model):
         log_q.append(torch.stack([model.q.log_step(STATES, previous.expand(count, -1), step)
                                   for previous in STATES]))
         steps = torch.full((count, count), step)
-        log_p.append(model.reverse_log_prob(STATES[None].expand(count, -1, -1),
+        log_p.append(model.p.step_log_prob(STATES[None].expand(count, -1, -1),
                                             STATES[:, None].expand(-1, count, -1), steps))
     return torch.stack(log_q), torch.stack(log_p)
 
@@ -58,7 +58,7 @@ def exact_by_trajectories(model):
     for step in range(NUM_STEPS):
         joint_q = joint_q.unsqueeze(-1) + log_q[step].reshape((1,) * step + (count, count))
         joint_p = joint_p.unsqueeze(-1) + log_p[step].transpose(0, 1).reshape((1,) * step + (count, count))
-    joint_p = joint_p + model.prior_log_prob(STATES).reshape((1,) * NUM_STEPS + (count,))
+    joint_p = joint_p + model.p.prior_log_prob(STATES).reshape((1,) * NUM_STEPS + (count,))
     weights = joint_q.exp()
     axes = tuple(range(1, NUM_STEPS + 1))
     bound = (weights * (joint_q - joint_p)).sum(axes)
@@ -76,7 +76,7 @@ def analytic_bound_expectation(model):
         one = x0 * alpha_bar + (1 - alpha_bar) / 2  # q(x_t = 1 | x_0) [8, D]
         marginal = (torch.xlogy(STATES[:, None], one[None]) + torch.xlogy(1 - STATES[:, None], 1 - one[None])).sum(-1).exp()
         states = STATES[:, None].expand(count, count, DATA_DIM)  # [x_t, x_0, D]
-        kl = model.step_kl(x0, states, torch.full((count, count), step))  # [x_t, x_0]
+        kl = model.p.step_kl(x0, states, torch.full((count, count), step))  # [x_t, x_0]
         total = total + (marginal * kl).sum(0)
     return total
 

@@ -5,26 +5,46 @@ import pytest
 import torch
 
 from genvar_bench import estimators
-from genvar_bench.core import Method
+from genvar_bench.core import Draw, GenerativeModel, InferenceModel, Method
 from genvar_bench.methods.latent import GaussianEncoder
 
 
+class FixedGaussian(InferenceModel):
+    """q(z | x) = N(m, s^2) for every x: one unit, no parameters."""
+
+    q_grads = ("reparameterize",)
+
+    def __init__(self, mean, logvar):
+        super().__init__()
+        self.mean, self.logvar = mean, logvar
+
+    def sample(self, x, num_samples, q_grad=None):
+        batch = x.shape[0]
+        mu = torch.full((batch, 1), self.mean, dtype=x.dtype)
+        logvar = torch.full((batch, 1), self.logvar, dtype=x.dtype)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(num_samples, batch, 1, dtype=x.dtype)
+        return Draw([z], [(mu, logvar)])
+
+
+class LinearBernoulli(GenerativeModel):
+    """z ~ N(0, 1), x_d ~ Bernoulli(sigmoid(a_d z + b_d)); log p - log q by the fused op."""
+
+    def __init__(self, slopes, offsets):
+        super().__init__()
+        self.slopes, self.offsets = slopes, offsets
+
+    def log_ratio(self, x, draw, q):
+        (z,), ((mu, logvar),) = draw.latents, draw.params
+        return self.ops.iwae_log_weights(z * self.slopes + self.offsets, x, z, mu, logvar)
+
+
 class LinearGaussianModel(Method):
-    """z ~ N(0, 1) (one unit), x_d ~ Bernoulli(sigmoid(a_d z + b_d)), q(z | x) = N(m, s^2)
-    fixed: tiny enough that p(x) is a one-dimensional integral done by quadrature."""
+    """q and p above: tiny enough that p(x) is a one-dimensional integral done by
+    quadrature. Its log weights are the core's, log p - log q at q's draws."""
 
     def __init__(self, slopes, offsets, q_mean, q_logvar, backend):
-        super().__init__(torch.nn.Identity(), torch.nn.Identity(), 1, backend)
+        super().__init__(FixedGaussian(q_mean, q_logvar), LinearBernoulli(slopes, offsets), 1, backend)
         self.slopes, self.offsets = slopes, offsets
-        self.q_mean, self.q_logvar = q_mean, q_logvar
-
-    def log_weights(self, x, num_samples):
-        batch = x.shape[0]
-        mu = torch.full((batch, 1), self.q_mean, dtype=x.dtype)
-        logvar = torch.full((batch, 1), self.q_logvar, dtype=x.dtype)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn(num_samples, batch, 1, dtype=x.dtype)
-        logits = z * self.slopes + self.offsets
-        return self.ops.iwae_log_weights(logits, x, z, mu, logvar)
 
     def bound(self, x):
         return -self.log_weights(x, 1)[0]
@@ -92,7 +112,7 @@ def test_importance_nll_rejects_zero_samples(toy_model):
 
 def test_active_units_counts_units_whose_mean_varies():
     class Holder:
-        q = GaussianEncoder(data_dim=4, latent_dims=[5], hidden=[[]])
+        q = GaussianEncoder.of_sizes(data_dim=4, latent_dims=[5], hidden=[[]])
 
     linear = Holder.q.layers[0].net[0]
     with torch.no_grad():

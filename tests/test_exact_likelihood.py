@@ -61,7 +61,7 @@ def tiny_dae(backend, train):
 
 def dae_exact_log_marginal(model, x):
     grid = torch.linspace(-8, 8, 32001, dtype=torch.float64)
-    centers = model.prior_centers[:, 0]
+    centers = model.p.prior_centers[:, 0]
     log_prior = (torch.distributions.Normal(centers[None, :], model.noise).log_prob(grid[:, None])
                  .logsumexp(1) - math.log(centers.numel()))
     logits = model.p.logits(grid[:, None])  # [G, D]

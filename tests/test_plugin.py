@@ -55,7 +55,8 @@ def test_dreg_gradients_are_their_definition(backend):
 
     method.zero_grad()
     torch.manual_seed(1)
-    (z, mu, logvar), = method.q.sample(x, 5)
+    draw = method.q.sample(x, 5)
+    (z,), ((mu, logvar),) = draw.latents, draw.params
     logits = method.p.logits(z)
     log_w = method.ops.iwae_log_weights(logits, x, z, mu.detach(), logvar.detach())
     weights = torch.softmax(log_w.detach(), 0)
@@ -134,9 +135,9 @@ PACKAGE = textwrap.dedent('''
             return -self.log_weights(x, self.num_samples).mean(0)
 
         def loss(self, x):
-            log_w, _, logits = self.sampled_log_weights(x, self.num_samples)
-            reconstruction = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, x.expand_as(logits), reduction="none").sum(-1)
+            draw = self.q.sample(x, self.num_samples)
+            log_w = self.p.log_ratio(x, draw, self.q)
+            reconstruction = -self.p.log_likelihood(x, draw.latents)
             return (reconstruction + self.beta * (-log_w - reconstruction)).mean()
 ''')
 

@@ -37,7 +37,7 @@ def flat_grad(model, value):
 def log_joint_and_q(model, x, h):
     log_p = (bernoulli_log_prob(model.p.prior_logits.expand_as(h), h)
              + bernoulli_log_prob(model.p.logits(h), x))
-    return log_p, model.q.log_density(x, [h])
+    return log_p, model.q.log_prob(x, [h])
 
 
 def enumerated_moments(model, x, q_update):
@@ -93,8 +93,7 @@ def test_wake_q_gradient_has_the_sign_that_fits_q_to_the_weighted_samples():
     model = tiny_rws("wake")
     x = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64).expand(256, -1)
     torch.manual_seed(2)
-    samples = model.q.sample(x, NUM_SAMPLES)
-    h = samples[0][0]
+    h = model.q.sample(x, NUM_SAMPLES).latents[0]
     log_p, log_q = log_joint_and_q(model, x.expand(NUM_SAMPLES, -1, -1), h)
     weights = torch.softmax((log_p - log_q).detach(), 0)
     objective = (weights * log_q).sum(0).mean()
@@ -104,7 +103,7 @@ def test_wake_q_gradient_has_the_sign_that_fits_q_to_the_weighted_samples():
     with torch.no_grad():
         for parameter in model.q.parameters():
             parameter -= 1e-3 * parameter.grad
-        after = (weights * model.q.log_density(x.expand(NUM_SAMPLES, -1, -1), [h])).sum(0).mean()
+        after = (weights * model.q.log_prob(x.expand(NUM_SAMPLES, -1, -1), [h])).sum(0).mean()
     assert after > objective
 
 
@@ -120,8 +119,7 @@ def test_gaussian_rws_gradient_is_the_weighted_score_on_the_same_samples(layers,
     got = flat_grad(model, loss) if q_update == "wake" else None
     # The definition, on the same draws: samples z constant, w~ constant.
     torch.manual_seed(3)
-    samples = model.q.sample(x, 4, q_grad="none")
-    latents = [z for z, _, _ in samples]
+    latents = model.q.sample(x, 4, q_grad="none").latents
     log_q = sum(gaussian_log_density(z, mu, logvar) for z, mu, logvar in
                 [(z, *model.q.layers[i](x if i == 0 else latents[i - 1]))
                  for i, z in enumerate(latents)])
@@ -130,6 +128,9 @@ def test_gaussian_rws_gradient_is_the_weighted_score_on_the_same_samples(layers,
     log_p = log_p + gaussian_log_density(top, torch.zeros_like(top), torch.zeros_like(top))
     for layer, lower, upper in zip(model.p.latent_layers, latents[-2::-1], latents[:0:-1]):
         log_p = log_p + gaussian_log_density(lower, *layer(upper))
+    # q's and p's own densities are these
+    torch.testing.assert_close(model.q.log_prob(x, latents), log_q)
+    torch.testing.assert_close(model.p.log_prob(x, latents), log_p)
     weights = torch.softmax((log_p - log_q).detach(), 0)
     bound = -(torch.logsumexp((log_p - log_q).detach(), 0) - torch.log(torch.tensor(4.0)))
     torch.testing.assert_close(loss, bound.mean())

@@ -63,6 +63,8 @@ class BinomialForward(ForwardProcess):
 
 
 class BinomialReverse(ReverseProcess):
+    """p(x_T) = Bernoulli(1/2); p(x_{t-1} | x_t) = Bernoulli(sigmoid(logits(x_t, t)))."""
+
     def logits(self, states: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """[S, B, D] logits of p(x_{t-1} = 1 | x_t) for states [S, B, D], steps [S, B]."""
         forward: BinomialForward = self.forward_process
@@ -75,6 +77,28 @@ class BinomialReverse(ReverseProcess):
         log_one = torch.logaddexp(sure_one + logsigmoid(keep + kappa), sure_zero + logsigmoid(keep - kappa))
         log_zero = torch.logaddexp(sure_one + logsigmoid(-keep - kappa), sure_zero + logsigmoid(kappa - keep))
         return log_one - log_zero
+
+    def step_kl(self, x0, states, steps):
+        return self.ops.diffusion_binomial_kl(x0, states, self.logits(states, steps), steps,
+                                              self.forward_process.betas)
+
+    def step_log_prob(self, previous, states, steps):
+        logits = self.logits(states, steps)
+        return -nn.functional.binary_cross_entropy_with_logits(
+            logits, previous, reduction="none").sum(-1)
+
+    def prior_log_prob(self, states):
+        return torch.full(states.shape[:-1], -states.shape[-1] * math.log(2),
+                          dtype=states.dtype, device=states.device)
+
+    def sample_prior(self, num_samples):
+        return torch.bernoulli(torch.full((num_samples, self.data_dim), 0.5,
+                                          device=self.forward_process.betas.device))
+
+    def reverse_step(self, states, step, last):
+        steps = torch.full(states.shape[:1], step, device=states.device)
+        probability = torch.sigmoid(self.logits(states, steps))
+        return probability if last else torch.bernoulli(probability)
 
 
 @register("diffusion", options=OPTIONS, option_defaults=option_defaults,
@@ -89,25 +113,3 @@ class BinomialDiffusion(DiffusionMethod):
         forward = BinomialForward(beta_schedule(schedule, diffusion_steps))
         reverse = BinomialReverse(forward, data_dim, network, outputs=1)
         super().__init__(forward, reverse, data_dim, num_samples, backend)
-
-    def step_kl(self, x0, states, steps):
-        logits = self.p.logits(states, steps)
-        return self.ops.diffusion_binomial_kl(x0, states, logits, steps, self.q.betas)
-
-    def reverse_log_prob(self, previous, states, steps):
-        logits = self.p.logits(states, steps)
-        return -nn.functional.binary_cross_entropy_with_logits(
-            logits, previous, reduction="none").sum(-1)
-
-    def prior_log_prob(self, states):
-        return torch.full(states.shape[:-1], -states.shape[-1] * math.log(2),
-                          dtype=states.dtype, device=states.device)
-
-    def sample_prior(self, num_samples):
-        return torch.bernoulli(torch.full((num_samples, self.data_dim), 0.5, device=self.q.betas.device))
-
-    def reverse_step(self, states, step, last):
-        steps = torch.full(states.shape[:1], step, device=states.device)
-        probability = torch.sigmoid(self.p.logits(states, steps))
-        return probability if last else torch.bernoulli(probability)
-

@@ -13,14 +13,17 @@ E[-log p(x_0 | x_1)] (the posterior is x_0 itself). Every KL is in closed form
 and scales their sum by T / k, an unbiased estimate of the bound. Scoring sums
 all T steps. `log_weights` scores whole trajectories drawn from q, for the
 k-trajectory importance-weighted bound shared with the latent-variable models.
+
+q is a `ForwardProcess` (fixed: no parameters), p a `ReverseProcess` (the prior
+p(x_T), the learned kernels, their KLs to q's posteriors, and the reverse chain);
+`DiffusionMethod` is the objective. A draw of q, `ForwardTrajectory`, is drawn in
+chunks of steps as p reads it, so that memory stays bounded at any T.
 """
 from __future__ import annotations
 
 import abc
-import math
 
 import torch
-from torch import nn
 
 from genvar_bench.core import GenerativeModel, InferenceModel, Method, Option
 from genvar_bench.methods.denoisers import NETWORKS, build_denoiser
@@ -85,7 +88,12 @@ def check_config(layers: int, diffusion_steps: int | None, network: str) -> None
 
 
 class ForwardProcess(InferenceModel):
-    """q(x_{1:T} | x_0): the schedule and its cumulative products, as float64 buffers."""
+    """q(x_{1:T} | x_0): the schedule and its cumulative products, as float64 buffers.
+    Fixed: no gradient reaches it. Its draws are whole trajectories (`sample`), not
+    latent layers with units."""
+
+    can_sample = False  # a lazy ForwardTrajectory, not a Draw of latent layers
+    q_grads = ("none",)
 
     def __init__(self, betas: torch.Tensor):
         super().__init__()
@@ -99,6 +107,17 @@ class ForwardProcess(InferenceModel):
     def table(self, values: torch.Tensor, steps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """values[steps] in like's dtype, shaped to broadcast over like's last axis."""
         return values[steps].to(like.dtype).unsqueeze(-1)
+
+    def sample(self, x: torch.Tensor, num_samples: int, q_grad: str | None = None):
+        """num_samples trajectories x_{1:T} ~ q(x_{1:T} | x_0 = x) per example, drawn as read."""
+        self.check_q_grad(q_grad)
+        return ForwardTrajectory(self, x, num_samples)
+
+    def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        """log q(x_{1:T} | x_0 = x) of a whole trajectory latents = [x_1, ..., x_T]."""
+        states = [x.expand_as(latents[0]), *latents]
+        return sum(self.log_step(after, before, step)
+                   for step, (before, after) in enumerate(zip(states, states[1:]), 1))
 
     @abc.abstractmethod
     def sample_marginal(self, x0: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -117,12 +136,39 @@ class ForwardProcess(InferenceModel):
         """[B] L_T = KL(q(x_T | x_0) || p(x_T))."""
 
 
+class ForwardTrajectory:
+    """A draw of q: num_samples trajectories x_{1:T} from each x_0, drawn in chunks of
+    steps as they are read (`chunks`) so that at most MAX_ELEMENTS states live at once.
+    Each chunk's states are drawn the first and only time it is read."""
+
+    def __init__(self, forward_process: ForwardProcess, x0: torch.Tensor, num_samples: int):
+        self.forward_process, self.x0, self.num_samples = forward_process, x0, num_samples
+
+    def chunks(self):
+        """(first step s, [x_{s-1}, x_s, ..., x_e]) for consecutive chunks of steps up to T;
+        each list starts at the last state of the one before (x_0 for the first)."""
+        batch, data_dim = self.x0.shape
+        previous = self.x0.unsqueeze(0).expand(self.num_samples, batch, data_dim)
+        chunk = max(1, MAX_ELEMENTS // max(1, self.num_samples * batch * data_dim))
+        num_steps = self.forward_process.num_steps
+        for start in range(1, num_steps + 1, chunk):
+            states = [previous]
+            for step in range(start, min(start + chunk, num_steps + 1)):
+                states.append(self.forward_process.sample_step(states[-1], step))
+            yield start, states
+            previous = states[-1]
+
+
 class ReverseProcess(GenerativeModel):
-    """p(x_{0:T}): a fixed prior p(x_T) and learned kernels p(x_{t-1} | x_t) = f(x_t, t)."""
+    """p(x_{0:T}): a fixed prior p(x_T) and learned kernels p(x_{t-1} | x_t) = f(x_t, t).
+    A family defines the kernel's density (`step_log_prob`), its KL to q's posterior
+    (`step_kl`), p(x_T) (`prior_log_prob`, `sample_prior`) and one reverse step."""
 
     def __init__(self, forward_process: ForwardProcess, data_dim: int, network: str, outputs: int):
         super().__init__()
         self.network = build_denoiser(network, data_dim, forward_process.num_steps, outputs)
+        self.data_dim = data_dim
+        self.num_steps = forward_process.num_steps
         # The kernels read the schedule's tables; held, not registered as a submodule twice.
         object.__setattr__(self, "forward_process", forward_process)
 
@@ -134,29 +180,14 @@ class ReverseProcess(GenerativeModel):
                           for start in range(0, rows.shape[0], NETWORK_ROWS)])
         return flat.reshape(*states.shape[:-1], flat.shape[-1])
 
-
-class DiffusionMethod(Method):
-    """Shared by the binomial and Gaussian models; `num_samples` (k) is the number of
-    steps drawn per example in each training estimate of the bound."""
-
-    default_num_samples = (10,)
-    # What the data must be: "binary" or "continuous" (checked by the command line).
-    data_kind: str
-
-    def __init__(self, forward_process: ForwardProcess, reverse: ReverseProcess, data_dim: int,
-                 num_samples: int, backend: str):
-        super().__init__(forward_process, reverse, num_samples, backend)
-        self.num_steps = forward_process.num_steps
-        self.data_dim = data_dim
-
-    # ---- what a model defines
+    # ---- what a family defines
     @abc.abstractmethod
     def step_kl(self, x0: torch.Tensor, states: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """[S, B] KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) at x_t = states [S, B, D]."""
 
     @abc.abstractmethod
-    def reverse_log_prob(self, previous: torch.Tensor, states: torch.Tensor,
-                         steps: torch.Tensor) -> torch.Tensor:
+    def step_log_prob(self, previous: torch.Tensor, states: torch.Tensor,
+                      steps: torch.Tensor) -> torch.Tensor:
         """[S, B] log p(x_{t-1} = previous | x_t = states)."""
 
     @abc.abstractmethod
@@ -169,14 +200,87 @@ class DiffusionMethod(Method):
 
     @abc.abstractmethod
     def reverse_step(self, states: torch.Tensor, step: int, last: bool) -> torch.Tensor:
-        """A draw of x_{t-1} given x_t; at the last step (t = 1) the mean of p(x_0 | x_1)."""
+        """A draw of x_{t-1} given x_t; with `last`, the mean of p(x_{t-1} | x_t) instead."""
 
-    # ---- shared
+    # ---- the contract, from those
+    def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        """log p(x_{0:T}) of x_0 = x and a whole trajectory latents = [x_1, ..., x_T]."""
+        states = torch.stack([x.expand_as(latents[0]), *latents])
+        steps = torch.arange(1, len(latents) + 1, device=x.device)
+        steps = steps.reshape(-1, *[1] * (states.dim() - 2)).expand(states.shape[:-1])
+        return (self.step_log_prob(states[:-1], states[1:], steps).sum(0)
+                + self.prior_log_prob(states[-1]))
+
+    def log_likelihood(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        """log p(x_0 | x_1)."""
+        steps = torch.ones(latents[0].shape[:-1], dtype=torch.long, device=x.device)
+        return self.step_log_prob(x.expand_as(latents[0]), latents[0], steps)
+
+    @torch.no_grad()
+    def log_ratio(self, x: torch.Tensor, draw: ForwardTrajectory, q: ForwardProcess) -> torch.Tensor:
+        """[k, B] log p(x_{0:T}) - log q(x_{1:T} | x_0) of q's trajectories, summed in float64
+        chunk by chunk as they are drawn."""
+        total = torch.zeros(draw.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
+        for start, states in draw.chunks():
+            for step, (before, after) in enumerate(zip(states, states[1:]), start):
+                total -= q.log_step(after, before, step).double()
+            steps = torch.arange(start, start + len(states) - 1, device=x.device)
+            steps = steps[:, None, None].expand(-1, draw.num_samples, x.shape[0])
+            log_p = self.step_log_prob(torch.stack(states[:-1]), torch.stack(states[1:]), steps)
+            total += log_p.double().sum(0)
+        return (total + self.prior_log_prob(states[-1]).double()).to(x.dtype)
+
+    @torch.no_grad()
+    def chain(self, num_samples: int, frames: int = 10) -> torch.Tensor:
+        """[frames, n, D]: the reverse chain from the prior, at `frames` evenly spaced
+        steps from x_T to the mean of p(x_0 | x_1)."""
+        keep = {0} if frames < 2 else set(
+            torch.linspace(self.num_steps, 0, frames).round().long().tolist())
+        states = self.sample_prior(num_samples)
+        shots = [states] if self.num_steps in keep else []
+        for step in range(self.num_steps, 0, -1):
+            states = self.reverse_step(states, step, last=step == 1)
+            if step - 1 in keep:
+                shots.append(states)
+        return torch.stack(shots)
+
+    @torch.no_grad()
+    def sample_latents(self, num_samples: int) -> list[torch.Tensor]:
+        """[x_1 [n, D]]: the reverse chain from x_T ~ p(x_T) down to x_1."""
+        states = self.sample_prior(num_samples)
+        for step in range(self.num_steps, 1, -1):
+            states = self.reverse_step(states, step, last=False)
+        return [states]
+
+    def data_mean(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """The mean of p(x_0 | x_1)."""
+        return self.reverse_step(latents[0], 1, last=True)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        latents = self.sample_latents(num_samples)
+        return self.reverse_step(latents[0], 1, last=False), latents
+
+
+class DiffusionMethod(Method):
+    """The objective shared by the binomial and Gaussian models; `num_samples` (k) is the
+    number of steps drawn per example in each training estimate of the bound."""
+
+    default_num_samples = (10,)
+    # What the data must be: "binary" or "continuous" (checked by the command line).
+    data_kind: str
+
+    def __init__(self, forward_process: ForwardProcess, reverse: ReverseProcess, data_dim: int,
+                 num_samples: int, backend: str):
+        super().__init__(forward_process, reverse, num_samples, backend)
+        self.num_steps = forward_process.num_steps
+        self.data_dim = data_dim
+
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """[B] L_T + (T / k) sum of the exact KLs at k uniformly drawn steps: unbiased."""
         steps = torch.randint(1, self.num_steps + 1, (self.num_samples, x.shape[0]), device=x.device)
         states = self.q.sample_marginal(x, steps)
-        return self.q.prior_kl(x) + self.step_kl(x, states, steps).mean(0) * self.num_steps
+        return self.q.prior_kl(x) + self.p.step_kl(x, states, steps).mean(0) * self.num_steps
 
     @torch.no_grad()
     def bound_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -189,7 +293,7 @@ class DiffusionMethod(Method):
         for start in range(1, self.num_steps + 1, chunk):
             stop = min(start + chunk, self.num_steps + 1)
             steps = torch.arange(start, stop, device=x.device)[:, None].expand(-1, batch)
-            terms = self.step_kl(x, self.q.sample_marginal(x, steps), steps).double()
+            terms = self.p.step_kl(x, self.q.sample_marginal(x, steps), steps).double()
             if start == 1:
                 reconstruction = terms[0]
             total = total + terms.sum(0)
@@ -220,38 +324,9 @@ class DiffusionMethod(Method):
             reported.append(num_samples)
         return tuple(reported)
 
-    @torch.no_grad()
-    def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """[k, B] log p(x_{0:T}) - log q(x_{1:T} | x_0) of k trajectories drawn from q."""
-        batch, data_dim = x.shape
-        previous = x.unsqueeze(0).expand(num_samples, batch, data_dim)
-        total = torch.zeros(num_samples, batch, dtype=torch.float64, device=x.device)
-        chunk = max(1, MAX_ELEMENTS // max(1, num_samples * batch * data_dim))
-        for start in range(1, self.num_steps + 1, chunk):
-            states = [previous]
-            for step in range(start, min(start + chunk, self.num_steps + 1)):
-                states.append(self.q.sample_step(states[-1], step))
-                total -= self.q.log_step(states[-1], states[-2], step).double()
-            steps = torch.arange(start, start + len(states) - 1, device=x.device)
-            steps = steps[:, None, None].expand(-1, num_samples, batch)
-            log_p = self.reverse_log_prob(torch.stack(states[:-1]), torch.stack(states[1:]), steps)
-            total += log_p.double().sum(0)
-            previous = states[-1]
-        return (total + self.prior_log_prob(previous).double()).to(x.dtype)
-
-    @torch.no_grad()
     def trajectory(self, num_samples: int, frames: int = 10) -> torch.Tensor:
-        """[frames, n, D]: the reverse chain from the prior, at `frames` evenly spaced
-        steps from x_T to the mean of p(x_0 | x_1)."""
-        keep = {0} if frames < 2 else set(
-            torch.linspace(self.num_steps, 0, frames).round().long().tolist())
-        states = self.sample_prior(num_samples)
-        shots = [states] if self.num_steps in keep else []
-        for step in range(self.num_steps, 0, -1):
-            states = self.reverse_step(states, step, last=step == 1)
-            if step - 1 in keep:
-                shots.append(states)
-        return torch.stack(shots)
+        """[frames, n, D]: p's reverse chain (`ReverseProcess.chain`)."""
+        return self.p.chain(num_samples, frames)
 
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:

@@ -68,6 +68,8 @@ class GaussianForward(ForwardProcess):
 
 
 class GaussianReverse(ReverseProcess):
+    """p(x_T) = N(0, I); p(x_{t-1} | x_t) = N(mean(x_t, t), exp(log_var(x_t, t)))."""
+
     def mean_and_log_var(self, states: torch.Tensor, steps: torch.Tensor):
         """[S, B, D] mean and log-variance of p(x_{t-1} | x_t) for states [S, B, D], steps [S, B]."""
         forward: GaussianForward = self.forward_process
@@ -77,6 +79,26 @@ class GaussianReverse(ReverseProcess):
         mean = (forward.table(forward.mean_x0, steps, states) * predicted_x0
                 + forward.table(forward.mean_xt, steps, states) * states)
         return mean, forward.table(forward.log_beta, steps, states) + correction
+
+    def step_kl(self, x0, states, steps):
+        mean, log_var = self.mean_and_log_var(states, steps)
+        return self.ops.diffusion_gaussian_kl(x0, states, mean, log_var, steps,
+                                              self.forward_process.betas)
+
+    def step_log_prob(self, previous, states, steps):
+        mean, log_var = self.mean_and_log_var(states, steps)
+        return -0.5 * ((previous - mean) ** 2 * torch.exp(-log_var) + log_var + LOG_2PI).sum(-1)
+
+    def prior_log_prob(self, states):
+        return -0.5 * (states**2 + LOG_2PI).sum(-1)
+
+    def sample_prior(self, num_samples):
+        return torch.randn(num_samples, self.data_dim, device=self.forward_process.betas.device)
+
+    def reverse_step(self, states, step, last):
+        steps = torch.full(states.shape[:1], step, device=states.device)
+        mean, log_var = self.mean_and_log_var(states, steps)
+        return mean if last else mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
 
 
 @register("diffusion-gauss", options=OPTIONS, option_defaults=option_defaults,
@@ -91,22 +113,3 @@ class GaussianDiffusion(DiffusionMethod):
         forward = GaussianForward(beta_schedule(schedule, diffusion_steps))
         reverse = GaussianReverse(forward, data_dim, network, outputs=2)
         super().__init__(forward, reverse, data_dim, num_samples, backend)
-
-    def step_kl(self, x0, states, steps):
-        mean, log_var = self.p.mean_and_log_var(states, steps)
-        return self.ops.diffusion_gaussian_kl(x0, states, mean, log_var, steps, self.q.betas)
-
-    def reverse_log_prob(self, previous, states, steps):
-        mean, log_var = self.p.mean_and_log_var(states, steps)
-        return -0.5 * ((previous - mean) ** 2 * torch.exp(-log_var) + log_var + LOG_2PI).sum(-1)
-
-    def prior_log_prob(self, states):
-        return -0.5 * (states**2 + LOG_2PI).sum(-1)
-
-    def sample_prior(self, num_samples):
-        return torch.randn(num_samples, self.data_dim, device=self.q.betas.device)
-
-    def reverse_step(self, states, step, last):
-        steps = torch.full(states.shape[:1], step, device=states.device)
-        mean, log_var = self.p.mean_and_log_var(states, steps)
-        return mean if last else mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)

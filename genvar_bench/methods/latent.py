@@ -3,8 +3,10 @@
 q(z_1..z_L | x) = q(z_1 | x) prod_l q(z_l | z_{l-1}), diagonal Gaussians;
 p(x, z_1..z_L) = p(x | z_1) prod_l p(z_l | z_{l+1}) p(z_L), Bernoulli data,
 diagonal Gaussian intermediate layers, a standard normal top layer. Hidden
-layers use tanh. The Bernoulli term and the top layer's prior and posterior
-terms go through the fused `iwae_log_weights` op.
+layers use tanh. q is `GaussianEncoder`, p is `GaussianDecoder`; p's `log_ratio`
+puts the Bernoulli term and the top layer's prior and posterior terms through the
+fused `iwae_log_weights` op. vae, iwae, rws and dae are objectives on this family
+(the DAE with its own q and p, `methods/dae.py`).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from genvar_bench.core import GenerativeModel, InferenceModel, Method
+from genvar_bench.core import Draw, GenerativeModel, InferenceModel, Method
 
 # (latent sizes bottom-up, q hidden sizes per layer, p hidden sizes per layer top-down)
 ARCHITECTURES = {
@@ -64,16 +66,24 @@ def gaussian_log_ratio(z, mu_p, logvar_p, mu_q, logvar_q) -> torch.Tensor:
 class GaussianEncoder(InferenceModel):
     """q(z_1..z_L | x): a stack of reparameterised diagonal Gaussians."""
 
-    def __init__(self, data_dim: int, latent_dims: list[int], hidden: list[list[int]]):
-        super().__init__()
-        in_dims = [data_dim] + latent_dims[:-1]
-        self.layers = nn.ModuleList(
-            GaussianLayer(in_dim, width, out_dim)
-            for in_dim, width, out_dim in zip(in_dims, hidden, latent_dims))
+    q_grads = ("reparameterize", "reverse", "none")
+    has_units = True
 
-    def sample(self, x: torch.Tensor, num_samples: int, q_grad: str = "reparameterize"):
-        """Returns [(z, mu, logvar)] bottom-up; z [k, B, Z_l]. The first layer's
-        mu and logvar are [B, Z_1] (shared by the k samples), later ones [k, B, Z_l].
+    def __init__(self, layers):
+        """layers: modules h -> (mu, logvar), bottom-up (x -> z_1 first)."""
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    @classmethod
+    def of_sizes(cls, data_dim: int, latent_dims: list[int], hidden: list[list[int]]):
+        """MLP Gaussian layers of the given latent and hidden sizes."""
+        in_dims = [data_dim] + latent_dims[:-1]
+        return cls(GaussianLayer(in_dim, width, out_dim)
+                   for in_dim, width, out_dim in zip(in_dims, hidden, latent_dims))
+
+    def sample(self, x: torch.Tensor, num_samples: int, q_grad: str | None = None) -> Draw:
+        """latents z_l [k, B, Z_l] bottom-up, params (mu, logvar) per layer: the first
+        layer's [B, Z_1] (shared by the k samples), later ones [k, B, Z_l].
 
         q_grad says how gradients reach q's parameters: "reparameterize" (through
         z = mu + sigma * noise), "reverse" (z is a constant sample; the gradient
@@ -81,9 +91,8 @@ class GaussianEncoder(InferenceModel):
         maximises sum_i w_i log q(z_i | x): the wake-phase q update of reweighted
         wake-sleep) or "none" (z, mu and logvar are constants to q).
         """
-        if q_grad not in ("reparameterize", "reverse", "none"):
-            raise ValueError(f"q_grad must be reparameterize, reverse or none, got {q_grad!r}")
-        samples = []
+        q_grad = self.check_q_grad(q_grad)
+        draw = Draw([], [])
         mu, logvar = self.layers[0](x)
         inputs = None
         for index, layer in enumerate(self.layers):
@@ -96,12 +105,13 @@ class GaussianEncoder(InferenceModel):
                 z = z.detach()
                 transform = reverse_grad if q_grad == "reverse" else torch.Tensor.detach
                 mu, logvar = transform(mu), transform(logvar)
-            samples.append((z, mu, logvar))
+            draw.latents.append(z)
+            draw.params.append((mu, logvar))
             inputs = z
-        return samples
+        return draw
 
-    def log_density(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
-        """log q(z_1..z_L | x) [B] of given latents z_l [B, Z_l], bottom-up."""
+    def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        """log q(z_1..z_L | x) of given latents z_l [..., B, Z_l], bottom-up."""
         total, inputs = 0, x
         for layer, z in zip(self.layers, latents):
             mu, logvar = layer(inputs)
@@ -109,9 +119,20 @@ class GaussianEncoder(InferenceModel):
             inputs = z
         return total
 
+    def unit_means(self, x: torch.Tensor, num_samples: int) -> list[torch.Tensor]:
+        """E_q[z_1 | x] is the first layer's mean; deeper layers' means are averaged over
+        num_samples draws of the layers below."""
+        draw = self.sample(x, num_samples)
+        return [draw.params[0][0]] + [mu.mean(0) for mu, _ in draw.params[1:]]
+
     def posterior_means(self, x: torch.Tensor) -> torch.Tensor:
-        """E_q[z_1 | x], [B, Z_1]: the statistic behind active-unit counts."""
+        """E_q[z_1 | x], [B, Z_1]."""
         return self.layers[0](x)[0]
+
+
+def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I), summed over the last axis."""
+    return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
 
 class GaussianDecoder(GenerativeModel):
@@ -129,79 +150,74 @@ class GaussianDecoder(GenerativeModel):
     def logits(self, z_bottom: torch.Tensor) -> torch.Tensor:
         return self.data_layer(z_bottom)
 
+    def log_likelihood(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        logits = self.logits(latents[0])
+        return -nn.functional.binary_cross_entropy_with_logits(
+            logits, x.expand_as(logits), reduction="none").sum(-1)
+
+    def log_prior(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """log p(z_1..z_L): the top layer's N(0, I) and the Gaussian layers below it."""
+        total = standard_normal_log_density(latents[-1])
+        for layer, lower, upper in zip(self.latent_layers, latents[-2::-1], latents[:0:-1]):
+            total = total + gaussian_log_density(lower, *layer(upper))
+        return total
+
+    def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        return self.log_likelihood(x, latents) + self.log_prior(latents)
+
+    def log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
+        """One fused op: log p(x | z_1) + log p(z_L) - log q(z_L | .) over the (k, B) grid,
+        from q's mu and logvar in the draw; with two layers, plus the middle layer's
+        Gaussian log ratio."""
+        logits = self.logits(draw.latents[0])
+        if len(draw.latents) == 1:
+            (mu, logvar), = draw.params
+            return self.ops.iwae_log_weights(logits, x, draw.latents[0], mu, logvar)
+        # The fused op takes one (k, B) grid whose q parameters are per example;
+        # the top layer's q parameters are per sample, so flatten k*B into the batch.
+        num_samples, batch, data_dim = logits.shape
+        z_top, (mu_top, logvar_top) = draw.latents[-1], draw.params[-1]
+        flat = num_samples * batch
+        log_w = self.ops.iwae_log_weights(
+            logits.reshape(1, flat, data_dim), x.expand(num_samples, -1, -1).reshape(flat, -1),
+            z_top.reshape(1, flat, -1), mu_top.reshape(flat, -1), logvar_top.reshape(flat, -1),
+        ).reshape(num_samples, batch)
+        for layer, z_lower, (mu_q, logvar_q), z_upper in zip(
+                self.latent_layers, draw.latents[-2::-1], draw.params[-2::-1], draw.latents[:0:-1]):
+            mu_p, logvar_p = layer(z_upper)
+            log_w = log_w + gaussian_log_ratio(z_lower, mu_p, logvar_p, mu_q, logvar_q)
+        return log_w
+
     @torch.no_grad()
-    def sample_latents(self, num_samples: int, device, dtype) -> list[torch.Tensor]:
+    def sample_latents(self, num_samples: int) -> list[torch.Tensor]:
         """Ancestral draws from p(z_L) prod_l p(z_l | z_{l+1}), bottom-up, each [n, Z_l]."""
-        latents = [torch.randn(num_samples, self.top_dim, device=device, dtype=dtype)]
+        parameter = self.own_parameter()
+        latents = [torch.randn(num_samples, self.top_dim, device=parameter.device,
+                               dtype=parameter.dtype)]
         for layer in self.latent_layers:
             mu, logvar = layer(latents[0])
             latents.insert(0, mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))
         return latents
 
+    def data_mean(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """Bernoulli means sigmoid(logits(z_1))."""
+        return torch.sigmoid(self.logits(latents[0]))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        latents = self.sample_latents(num_samples)
+        return torch.bernoulli(self.data_mean(latents)), latents
+
 
 class GaussianLatentMethod(Method):
-    """Base of the methods on these models: log w = log p(x, z) - log q(z | x)."""
+    """Base of the objectives on this family: q a `GaussianEncoder`, p a `GaussianDecoder`
+    of the IWAE paper's architecture for `layers` (1 or 2)."""
 
     def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 1,
                  backend: str = "fused"):
         if layers not in ARCHITECTURES:
             raise ValueError(f"layers must be one of {sorted(ARCHITECTURES)}, got {layers}")
         latent_dims, q_hidden, p_hidden = ARCHITECTURES[layers]
-        super().__init__(GaussianEncoder(data_dim, latent_dims, q_hidden),
+        super().__init__(GaussianEncoder.of_sizes(data_dim, latent_dims, q_hidden),
                          GaussianDecoder(data_dim, latent_dims, p_hidden), num_samples, backend)
         self.layers = layers
-
-    def log_weights(self, x: torch.Tensor, num_samples: int,
-                    q_grad: str = "reparameterize") -> torch.Tensor:
-        """See `Method.log_weights`; q_grad as in `GaussianEncoder.sample`."""
-        return self.sampled_log_weights(x, num_samples, q_grad)[0]
-
-    def sampled_log_weights(self, x, num_samples, q_grad="reparameterize"):
-        """(log w [k, B], the encoder's samples, the decoder's logits [k, B, D])."""
-        samples = self.q.sample(x, num_samples, q_grad)
-        logits = self.p.logits(samples[0][0])
-        if len(samples) == 1:
-            z, mu, logvar = samples[0]
-            return self.ops.iwae_log_weights(logits, x, z, mu, logvar), samples, logits
-        return self._deep_log_weights(x, samples, logits), samples, logits
-
-    @torch.no_grad()
-    def bound_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The one-sample bound split as the seed writes it: the reconstruction
-        term E_q[-log p(x | z)] and the KL term E_q[log q(z | x) - log p(z)], each [B]."""
-        log_w, _, logits = self.sampled_log_weights(x, 1)
-        reconstruction = nn.functional.binary_cross_entropy_with_logits(
-            logits[0], x.expand_as(logits[0]), reduction="none").sum(-1)
-        return {"reconstruction": reconstruction, "kl": -log_w[0] - reconstruction}
-
-    @torch.no_grad()
-    def sample(self, num_samples: int) -> torch.Tensor:
-        """[n, D] Bernoulli means p(x | z) of ancestral draws z from p."""
-        parameter = next(self.parameters())
-        latents = self.p.sample_latents(num_samples, parameter.device, parameter.dtype)
-        return torch.sigmoid(self.p.logits(latents[0]))
-
-    def sleep_log_q(self, num_samples: int) -> torch.Tensor:
-        """[n] log q(z | x) at n dreams (x, z) ~ p: the sleep phase fits q to them.
-        Gradients reach q only."""
-        parameter = next(self.parameters())
-        with torch.no_grad():
-            latents = self.p.sample_latents(num_samples, parameter.device, parameter.dtype)
-            x = torch.bernoulli(torch.sigmoid(self.p.logits(latents[0])))
-        return self.q.log_density(x, latents)
-
-    def _deep_log_weights(self, x, samples, logits) -> torch.Tensor:
-        # The fused op takes one (k, B) grid whose q parameters are per example;
-        # the top layer's q parameters are per sample, so flatten k*B into the batch.
-        num_samples, batch, data_dim = logits.shape
-        z_top, mu_top, logvar_top = samples[-1]
-        flat = num_samples * batch
-        log_w = self.ops.iwae_log_weights(
-            logits.reshape(1, flat, data_dim), x.expand(num_samples, -1, -1).reshape(flat, -1),
-            z_top.reshape(1, flat, -1), mu_top.reshape(flat, -1), logvar_top.reshape(flat, -1),
-        ).reshape(num_samples, batch)
-        for layer, (z_lower, mu_q, logvar_q), (z_upper, _, _) in zip(
-                self.p.latent_layers, samples[-2::-1], samples[:0:-1]):
-            mu_p, logvar_p = layer(z_upper)
-            log_w = log_w + gaussian_log_ratio(z_lower, mu_p, logvar_p, mu_q, logvar_q)
-        return log_w

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from genvar_bench import estimators
-from genvar_bench.core import GenerativeModel, InferenceModel, Method, Option, register
+from genvar_bench.core import Draw, GenerativeModel, InferenceModel, Method, Option, register
 from genvar_bench.ops.rbm import next_offset
 
 # Learning settings of the RBMs in Salakhutdinov & Murray (2008), after Hinton &
@@ -78,27 +78,110 @@ class RBM(nn.Module):
         return estimators.rbm_hidden_log_marginal(z, *self.parameters_tuple)
 
 
-class GibbsInference(InferenceModel):
-    """q: the Gibbs chain from data, with the RBM's (tied) weights."""
+class ChainStream:
+    """The Philox stream of an RBM's Gibbs chains, shared by its q and p: a seed drawn
+    from torch's generator (so fixed by the run's seed) and the next unused offset,
+    saved with the model."""
 
-    def __init__(self, rbm: RBM):
+    def __init__(self):
+        self.seed = int(torch.randint(2**62, ()).item())
+        self.offset = 0
+
+    @torch.no_grad()
+    def gibbs(self, ops, rbm: RBM, x: torch.Tensor, sweeps: int, beta: float = 1.0,
+              base_visible_bias: torch.Tensor | None = None):
+        """(x, z) after `sweeps` Gibbs sweeps from x [B, D] (z: the hidden draw the last x
+        came from). Under data-parallel training each process has its own stream: the
+        Philox key differs by rank."""
+        from genvar_bench.parallel import world
+
+        seed = (self.seed + 0x9E3779B9 * world()[0]) % 2**62
+        x_out, z = ops.rbm_gibbs(x, *rbm.parameters_tuple, beta, sweeps, seed, self.offset,
+                                 base_visible_bias)
+        self.offset = next_offset(self.offset, sweeps)
+        return x_out, z
+
+
+class GibbsChain(InferenceModel):
+    """q: the Gibbs chain from data with the RBM's (tied) weights, x_0 = x, z_0 ~ q(z | x_0),
+    x_1 ~ p(x | z_0), ..., z_k ~ q(z | x_k), k = `sweeps`. Its draw keeps the chain's end
+    z_k: along the chain every other conditional cancels in log q / p (module docstring),
+    so the chain's own density is not formed."""
+
+    has_log_prob = False
+
+    def __init__(self, rbm: RBM, stream: ChainStream, sweeps: int):
         super().__init__()
         self.rbm = rbm
+        self.stream = stream
+        self.sweeps = sweeps
+
+    @torch.no_grad()
+    def sample(self, x: torch.Tensor, num_samples: int, q_grad: str | None = None) -> Draw:
+        """num_samples chains from each x: latents [z_k [k, B, H]]."""
+        self.check_q_grad(q_grad)
+        starts = x if num_samples == 1 else x.repeat(num_samples, 1)
+        _, z_k = self.stream.gibbs(self.ops, self.rbm, starts, self.sweeps + 1)
+        return Draw([z_k.reshape(num_samples, x.shape[0], -1)])
 
 
 class RBMGenerative(GenerativeModel):
-    """p: the RBM, its chain run backwards from p(z_k); the same weights as q."""
+    """p: the RBM, its chain run backwards from p(z_k) = exp(Z_{z_k}) / Z; the same weights
+    as q. Holds log Z (from AIS, `RBMMethod.prepare_scoring`) and the base-rate model that
+    AIS and sampling start from. The joint density of a chain is not formed: `log_ratio`
+    is exact without it."""
 
-    def __init__(self, rbm: RBM):
+    has_log_prob = False
+
+    def __init__(self, rbm: RBM, stream: ChainStream):
         super().__init__()
         self.rbm = rbm
+        self.stream = stream
+        self.register_buffer("base_visible_bias", torch.zeros(rbm.visible_bias.shape[0]))
+        # AIS estimate of log Z: value, low and high 3-sigma values.
+        self.register_buffer("log_z", torch.full((3,), math.nan, dtype=torch.float64))
+
+    def log_partition(self) -> float:
+        value = self.log_z[0].item()
+        if math.isnan(value):
+            raise RuntimeError("log Z is not estimated: call prepare_scoring(train_data) "
+                               "after training, before any bound or NLL")
+        return value
+
+    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
+        """[B] log p(x) = Z_x - log Z."""
+        return self.rbm.visible_log_marginal(x) - self.log_partition()
+
+    def log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
+        """[k, B] log p(x, tau) - log q(tau | x) along chains from x with p(z_k) the RBM's
+        marginal: Z_x - log Z for every chain (see the module docstring)."""
+        return self.log_marginal(x).expand(draw.latents[0].shape[0], -1)
+
+    @torch.no_grad()
+    def sample_latents(self, num_samples: int) -> list[torch.Tensor]:
+        """[z [n, H]] after SAMPLE_SWEEPS sweeps from the base-rate model."""
+        base = self.base_visible_bias
+        x = torch.bernoulli(torch.sigmoid(base).expand(num_samples, -1).contiguous())
+        return [self.stream.gibbs(self.ops, self.rbm, x, SAMPLE_SWEEPS)[1]]
+
+    def data_mean(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """p(x = 1 | z)."""
+        return torch.sigmoid(latents[0] @ self.rbm.weight.T + self.rbm.visible_bias)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        latents = self.sample_latents(num_samples)
+        return torch.bernoulli(self.data_mean(latents)), latents
 
 
 class RBMMethod(Method):
-    """Shared by rbm-cd and rbm-pcd: the RBM, its Philox chain stream, AIS scoring."""
+    """Shared by rbm-cd and rbm-pcd: the RBM, its Philox chain stream, AIS scoring; the
+    objective is CD-k (`loss`)."""
 
     persistent: bool = False
     learning_rate: float = 0.05
+    # log Z and the base-rate model were kept on the method before they moved into p.
+    moved_state = {"log_z": "p.log_z", "base_visible_bias": "p.base_visible_bias"}
 
     def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 1,
                  backend: str = "fused", hidden: int | None = None):
@@ -108,25 +191,33 @@ class RBMMethod(Method):
         if hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")
         rbm = RBM(data_dim, hidden)
-        super().__init__(GibbsInference(rbm), RBMGenerative(rbm), num_samples, backend)
+        stream = ChainStream()
+        super().__init__(GibbsChain(rbm, stream, num_samples), RBMGenerative(rbm, stream),
+                         num_samples, backend)
         self.rbm = rbm
-        # The chains' Philox stream: a seed drawn from torch's generator (so fixed by
-        # the run's seed) and the next unused offset, saved with the model.
-        self.chain_seed = int(torch.randint(2**62, ()).item())
-        self.chain_offset = 0
-        self.register_buffer("base_visible_bias", torch.zeros(data_dim))
+        self.stream = stream
         self.register_buffer("persistent_chains", torch.empty(0, data_dim))
-        # AIS estimate of log Z (prepare_scoring): value, low and high 3-sigma values.
-        self.register_buffer("log_z", torch.full((3,), math.nan, dtype=torch.float64))
         self.ais_settings = ""
 
+    @property
+    def chain_seed(self) -> int:
+        return self.stream.seed
+
+    @property
+    def chain_offset(self) -> int:
+        return self.stream.offset
+
+    @chain_offset.setter
+    def chain_offset(self, offset: int) -> None:
+        self.stream.offset = offset
+
     def get_extra_state(self):
-        return {"chain_seed": self.chain_seed, "chain_offset": self.chain_offset,
+        return {"chain_seed": self.stream.seed, "chain_offset": self.stream.offset,
                 "ais_settings": self.ais_settings}
 
     def set_extra_state(self, state):
-        self.chain_seed = state["chain_seed"]
-        self.chain_offset = state["chain_offset"]
+        self.stream.seed = state["chain_seed"]
+        self.stream.offset = state["chain_offset"]
         self.ais_settings = state["ais_settings"]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -137,18 +228,10 @@ class RBMMethod(Method):
 
     # --- the chains ---------------------------------------------------------------
 
-    @torch.no_grad()
     def gibbs(self, x: torch.Tensor, sweeps: int, beta: float = 1.0,
               base_visible_bias: torch.Tensor | None = None):
-        """(x, z) after `sweeps` Gibbs sweeps from x [B, D], on the method's stream (under
-        data-parallel training, each process's own: the Philox key differs by rank)."""
-        from genvar_bench.parallel import world
-
-        seed = (self.chain_seed + 0x9E3779B9 * world()[0]) % 2**62
-        x_out, z = self.ops.rbm_gibbs(x, *self.rbm.parameters_tuple, beta, sweeps,
-                                      seed, self.chain_offset, base_visible_bias)
-        self.chain_offset = next_offset(self.chain_offset, sweeps)
-        return x_out, z
+        """(x, z) after `sweeps` Gibbs sweeps from x [B, D], on the method's stream."""
+        return self.stream.gibbs(self.ops, self.rbm, x, sweeps, beta, base_visible_bias)
 
     def negative_samples(self, x: torch.Tensor) -> torch.Tensor:
         """x_k: k sweeps from the batch (CD) or from the persistent chains (PCD)."""
@@ -200,51 +283,36 @@ class RBMMethod(Method):
         (Salakhutdinov & Murray 2008: 14,500 temperatures, 100 runs)."""
         from tqdm.auto import tqdm
 
-        self.base_visible_bias = estimators.base_rate_visible_bias(train_data).to(
-            self.base_visible_bias)
+        p = self.p
+        p.base_visible_bias = estimators.base_rate_visible_bias(train_data).to(p.base_visible_bias)
         with tqdm(total=num_temperatures, desc="AIS", unit="beta", disable=not getattr(self, "show_progress", False),
                   leave=False, dynamic_ncols=True) as bar:
             result = estimators.ais_log_z(
-                *self.rbm.parameters_tuple, self.base_visible_bias, num_runs=num_runs,
+                *self.rbm.parameters_tuple, p.base_visible_bias, num_runs=num_runs,
                 num_temperatures=num_temperatures, seed=self.chain_seed, backend=self.backend,
                 progress=bar.update)
-        self.log_z = torch.tensor([result.log_z, result.log_z_low, result.log_z_high],
-                                  dtype=torch.float64, device=self.log_z.device)
+        p.log_z = torch.tensor([result.log_z, result.log_z_low, result.log_z_high],
+                               dtype=torch.float64, device=p.log_z.device)
         self.ais_settings = f"{num_temperatures} temperatures, {num_runs} runs"
-
-    def _log_z(self) -> float:
-        value = self.log_z[0].item()
-        if math.isnan(value):
-            raise RuntimeError("log Z is not estimated: call prepare_scoring(train_data) "
-                               "after training, before any bound or NLL")
-        return value
-
-    def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """[k, B] log p(x, tau) - log q(tau | x) along Gibbs chains from x with p(z_k)
-        the RBM's marginal: Z_x - log Z for every chain (see the module docstring)."""
-        log_p = self.rbm.visible_log_marginal(x) - self._log_z()
-        return log_p.expand(num_samples, -1)
 
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """[B] log Z - Z_x: the chain's KL is exact, so the bound is -log p(x) itself
         (with log Z from AIS, an estimate)."""
-        return self._log_z() - self.rbm.visible_log_marginal(x)
+        return -self.p.log_marginal(x)
 
     def importance_bound_samples(self, num_examples, candidates):
         return ()  # every k-sample bound equals the NLL: the weights do not vary
 
     @torch.no_grad()
-    def cd_objective(self, x: torch.Tensor, sweeps: int | None = None) -> torch.Tensor:
-        """[B] Z_{z_k} - Z_{x_0} along one chain from each x_0 in x: x_k after k sweeps,
-        then z_k ~ q(z | x_k) (the hidden draw of sweep k + 1). k defaults to the
-        method's own."""
-        sweeps = self.num_samples if sweeps is None else sweeps
-        _, z_k = self.gibbs(x, sweeps + 1)
+    def cd_objective(self, x: torch.Tensor) -> torch.Tensor:
+        """[B] Z_{z_k} - Z_{x_0} along one chain of q from each x_0 in x: x_k after k
+        sweeps, then z_k ~ q(z | x_k) (the hidden draw of sweep k + 1)."""
+        z_k = self.q.sample(x, 1).latents[0][0]
         return self.rbm.hidden_log_marginal(z_k) - self.rbm.visible_log_marginal(x)
 
     @torch.no_grad()
     def test_nll(self, x: torch.Tensor, eval_samples: int, progress=None):
-        log_z = self._log_z()
+        log_z = self.p.log_partition()
         terms = {"neg_free_energy": [], "cd_objective": []}
         for start in range(0, x.shape[0], 1000):
             batch = x[start:start + 1000]
@@ -255,17 +323,9 @@ class RBMMethod(Method):
         terms = {name: torch.cat(values) for name, values in terms.items()}
         constant = torch.ones_like(terms["neg_free_energy"])
         terms["log_z"] = constant * log_z
-        terms["log_z_low"] = constant * self.log_z[1].item()
-        terms["log_z_high"] = constant * self.log_z[2].item()
+        terms["log_z_low"] = constant * self.p.log_z[1].item()
+        terms["log_z_high"] = constant * self.p.log_z[2].item()
         return (log_z - terms["neg_free_energy"], f"AIS log Z ({self.ais_settings})", terms)
-
-    @torch.no_grad()
-    def sample(self, num_samples: int) -> torch.Tensor:
-        """[n, D] means p(x | z) after SAMPLE_SWEEPS sweeps from the base-rate model."""
-        base = self.base_visible_bias
-        x = torch.bernoulli(torch.sigmoid(base).expand(num_samples, -1).contiguous())
-        _, z = self.gibbs(x, SAMPLE_SWEEPS)
-        return torch.sigmoid(z @ self.rbm.weight.T + self.rbm.visible_bias)
 
 
 OPTIONS = (Option("hidden", int, None, "hidden units (default 500 on MNIST-sized data, 100 "

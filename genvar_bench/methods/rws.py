@@ -1,4 +1,5 @@
-"""Reweighted wake-sleep (Bornschein & Bengio, ICLR 2015).
+"""Reweighted wake-sleep (Bornschein & Bengio, ICLR 2015): an objective on either latent
+family, the Gaussian-latent models of `latent.py` or the sigmoid belief network of `sbn.py`.
 
 Draw h_1..h_k ~ q(h | x), log w_i = log p(x, h_i) - log q(h_i | x), and
 self-normalised weights w~_i = w_i / sum_j w_j. Then
@@ -48,6 +49,12 @@ class ReweightedWakeSleep:
             sleep = -self.sleep_log_q(x.shape[0]).mean()
             loss = loss + (sleep - sleep.detach())
         return loss
+
+    def sleep_log_q(self, num_samples: int) -> torch.Tensor:
+        """[n] log q(tau | x) at n dreams (x, tau) ~ p: the sleep phase fits q to them.
+        Gradients reach q only."""
+        x, latents = self.p.sample(num_samples)
+        return self.q.log_prob(x, latents)
 
 
 class GaussianRWS(ReweightedWakeSleep, GaussianLatentMethod):

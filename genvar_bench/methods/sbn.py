@@ -4,14 +4,15 @@ discrete model of reweighted wake-sleep (Bornschein & Bengio 2015).
 p(h) = prod_j Bernoulli(h_j; sigmoid(a_j)), p(x | h) = prod_d Bernoulli(x_d;
 sigmoid(W h + c)_d); q(h | x) = prod_j Bernoulli(h_j; sigmoid(V x + e)_j). Both
 directions are linear-sigmoid, as in that paper. h cannot be reparameterised, so
-q learns by the wake or sleep rules of `rws`, not by SGVB.
+q learns by the wake or sleep rules of `rws`, not by SGVB. q is `BernoulliEncoder`,
+p is `SigmoidBeliefDecoder`, whose `log_ratio` is the fused `sbn_log_weights` op.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from genvar_bench.core import GenerativeModel, InferenceModel, Method
+from genvar_bench.core import Draw, GenerativeModel, InferenceModel, Method
 from genvar_bench.methods.latent import reverse_grad
 
 
@@ -23,28 +24,33 @@ def bernoulli_log_prob(logits: torch.Tensor, values: torch.Tensor) -> torch.Tens
 class BernoulliEncoder(InferenceModel):
     """q(h | x) = prod_j Bernoulli(sigmoid(V x + e)_j)."""
 
+    # h cannot be reparameterised: no gradient flows through a draw.
+    q_grads = ("none", "reverse")
+    has_units = True
+
     def __init__(self, data_dim: int, latent_dim: int):
         super().__init__()
         self.net = nn.Linear(data_dim, latent_dim)
 
-    def sample(self, x: torch.Tensor, num_samples: int, q_grad: str = "none"):
-        """[(h [k, B, H], probabilities [B, H], q logits [B, H])]: one binary layer.
+    def sample(self, x: torch.Tensor, num_samples: int, q_grad: str | None = None) -> Draw:
+        """latents [h [k, B, H]], params [(probabilities [B, H], q logits [B, H])].
         Gradients never flow through h; q_grad "reverse" flips the sign of the gradient
         through the logits (the wake-phase q update, see GaussianEncoder.sample),
         "none" cuts it."""
-        if q_grad not in ("reverse", "none"):
+        if q_grad == "reparameterize":
             raise ValueError("binary latents have no reparameterisation: q_grad must be "
                              f"reverse or none, got {q_grad!r}")
+        q_grad = self.check_q_grad(q_grad)
         logits = self.net(x)
         probabilities = torch.sigmoid(logits.detach())
         h = torch.bernoulli(probabilities.expand(num_samples, *probabilities.shape))
         logits = reverse_grad(logits) if q_grad == "reverse" else logits.detach()
-        return [(h, probabilities, logits)]
+        return Draw([h], [(probabilities, logits)])
 
-    def posterior_means(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x))
+    def unit_means(self, x: torch.Tensor, num_samples: int) -> list[torch.Tensor]:
+        return [self.sample(x, num_samples).params[0][0]]
 
-    def log_density(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
         return bernoulli_log_prob(self.net(x), latents[0])
 
 
@@ -59,15 +65,35 @@ class SigmoidBeliefDecoder(GenerativeModel):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.data_layer(h)
 
+    def log_likelihood(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        return bernoulli_log_prob(self.logits(latents[0]), x)
+
+    def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
+        h = latents[0]
+        return self.log_likelihood(x, latents) + bernoulli_log_prob(self.prior_logits.expand_as(h), h)
+
+    def log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
+        """One fused op: log p(x | h) + log p(h) - log q(h | x) from q's logits in the draw."""
+        (h,), ((_, q_logits),) = draw.latents, draw.params
+        return self.ops.sbn_log_weights(self.logits(h), x, h, self.prior_logits, q_logits)
+
     @torch.no_grad()
-    def sample_latents(self, num_samples: int, device, dtype) -> list[torch.Tensor]:
-        probabilities = torch.sigmoid(self.prior_logits).to(device=device, dtype=dtype)
+    def sample_latents(self, num_samples: int) -> list[torch.Tensor]:
+        probabilities = torch.sigmoid(self.prior_logits)
         return [torch.bernoulli(probabilities.expand(num_samples, -1))]
+
+    def data_mean(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        return torch.sigmoid(self.logits(latents[0]))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        latents = self.sample_latents(num_samples)
+        return torch.bernoulli(self.data_mean(latents)), latents
 
 
 class BinaryLatentMethod(Method):
-    """Base of methods on the one-layer SBN: log w = log p(x, h) - log q(h | x)
-    through the fused `sbn_log_weights` op."""
+    """Base of the objectives on the one-layer SBN (q a `BernoulliEncoder`, p a
+    `SigmoidBeliefDecoder`); by default the negative ELBO over k samples."""
 
     def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 5,
                  backend: str = "fused", latent_dim: int = 200):
@@ -80,35 +106,3 @@ class BinaryLatentMethod(Method):
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """The negative ELBO, averaged over k samples."""
         return -self.log_weights(x, self.num_samples).mean(0)
-
-    def log_weights(self, x: torch.Tensor, num_samples: int, q_grad: str = "none"):
-        return self.sampled_log_weights(x, num_samples, q_grad)[0]
-
-    def sampled_log_weights(self, x, num_samples, q_grad="none"):
-        """(log w [k, B], the encoder's samples, the decoder's logits [k, B, D])."""
-        samples = self.q.sample(x, num_samples, q_grad)
-        h, _, q_logits = samples[0]
-        logits = self.p.logits(h)
-        log_w = self.ops.sbn_log_weights(logits, x, h, self.p.prior_logits, q_logits)
-        return log_w, samples, logits
-
-    @torch.no_grad()
-    def bound_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One-sample E_q[-log p(x | h)] and E_q[log q(h | x) - log p(h)], each [B]."""
-        log_w, _, logits = self.sampled_log_weights(x, 1, "none")
-        reconstruction = -bernoulli_log_prob(logits[0], x)
-        return {"reconstruction": reconstruction, "kl": -log_w[0] - reconstruction}
-
-    @torch.no_grad()
-    def sample(self, num_samples: int) -> torch.Tensor:
-        parameter = self.p.prior_logits
-        h = self.p.sample_latents(num_samples, parameter.device, parameter.dtype)[0]
-        return torch.sigmoid(self.p.logits(h))
-
-    def sleep_log_q(self, num_samples: int) -> torch.Tensor:
-        """[n] log q(h | x) at n dreams (x, h) ~ p; gradients reach q only."""
-        parameter = self.p.prior_logits
-        with torch.no_grad():
-            h = self.p.sample_latents(num_samples, parameter.device, parameter.dtype)[0]
-            x = torch.bernoulli(torch.sigmoid(self.p.logits(h)))
-        return self.q.log_density(x, [h])

@@ -142,3 +142,4 @@ def add_parser(commands) -> None:
                        help="use this pytest-benchmark JSON instead of running the benchmarks")
     bench.add_argument("--baseline", default=None,
                        help="baseline file (default benchmarks/baselines/<device>-<name>.json)")
+    bench.set_defaults(handler=command_bench)

@@ -21,6 +21,9 @@ from filelock import FileLock
 
 from genvar_bench.atomic import write_text_atomic
 
+# The row schema: a row is keyed by its configuration (KEY); `config_fields` gives those
+# fields of a configuration, `ok` rows carry REQUIRED_METRICS and the rest of
+# `runner.run_one`'s figures, `failed_row` is the row of one that raised.
 KEY = ["method", "variant", "k", "layers", "seed", "device", "backend"]
 # Metrics every finished row has; a row without them was truncated or damaged.
 REQUIRED_METRICS = ["train_bound", "test_bound", "test_nll"]
@@ -36,6 +39,30 @@ class ResultsFileError(RuntimeError):
 
 def table_dir(out_dir: str | os.PathLike, dataset: str, profile: str) -> Path:
     return Path(out_dir) / dataset / profile
+
+
+def config_fields(config) -> dict:
+    """The KEY fields of a configuration (a `runner.RunConfig`), as a row has them: the
+    device by its type (cpu, cuda)."""
+    import torch
+
+    return {"method": config.method, "variant": config.variant, "k": config.num_samples,
+            "layers": config.layers, "seed": config.seed,
+            "device": torch.device(config.device).type, "backend": config.backend}
+
+
+def config_key(config) -> tuple[str, ...]:
+    """A configuration's key as strings: equal to `key_tuples` of its row."""
+    fields = config_fields(config)
+    return tuple(str(fields[name]) for name in KEY)
+
+
+def failed_row(config, dataset: str, profile: str, message: str, commit: str) -> dict:
+    """The row of a configuration that raised: its key, status "failed", the error."""
+    fields = config_fields(config)
+    return {"dataset": dataset, "profile": profile, "status": "failed", "error": message,
+            **{name: fields[name] for name in ("method", "variant", "k", "layers", "seed")},
+            "device": fields["device"], "backend": fields["backend"], "git_commit": commit}
 
 
 def row_problem(row, binary_data: bool = True) -> str | None:

@@ -19,6 +19,7 @@ from genvar_bench.core import METHODS
 from genvar_bench.methods import build_method
 from genvar_bench.data import Dataset
 from genvar_bench.parallel import world
+from genvar_bench.results import config_fields
 from genvar_bench.profiles import Profile
 from genvar_bench.train import train
 
@@ -192,10 +193,7 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
         save_samples(method, data, samples_path)
     return {
         "dataset": data.name, "profile": profile.name, "status": "ok", "error": "",
-        "method": config.method,
-        "variant": config.variant,
-        "k": config.num_samples, "layers": config.layers, "seed": config.seed,
-        "device": device.type, "backend": config.backend, **scores,
+        **config_fields(config), **scores,
         "train_examples_per_s": stats.examples_per_second, "train_seconds": stats.seconds,
         "epochs": stats.epochs, "final_train_loss": stats.history[-1][2],
         "parameters": sum(p.numel() for p in method.parameters()),

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from genvar_bench import __main__ as cli
+from genvar_bench import cli
 from genvar_bench import bench
 
 

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from genvar_bench import __main__ as cli
+from genvar_bench import cli
 from genvar_bench import runner
 
 FAST = ["--dataset", "digits", "--epochs", "1", "--eval-samples", "8", "--no-progress"]

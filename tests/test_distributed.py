@@ -81,7 +81,7 @@ def test_torchrun_run_writes_one_row_from_process_zero(tmp_path):
 FAILING = textwrap.dedent("""
     import os, sys
     import genvar_bench.runner as runner
-    from genvar_bench.__main__ import main
+    from genvar_bench.cli import main
 
     rank, real_build = int(os.environ["RANK"]), runner.build_method
 

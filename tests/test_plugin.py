@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from genvar_bench import __main__ as cli
+from genvar_bench import cli
 from genvar_bench import load_model
 from genvar_bench.core import METHODS
 from genvar_bench.plugins import PluginError, load_plugin

@@ -13,7 +13,7 @@ import pytest
 import ray
 import torch
 
-from genvar_bench.__main__ import main
+from genvar_bench.cli import main
 
 TINY = ["run", "--dataset", "digits", "--k", "1", "--eval-samples", "5", "--no-progress"]
 

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from genvar_bench import __main__ as cli
+from genvar_bench import cli
 from genvar_bench import figures, report
 
 

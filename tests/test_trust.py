@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from genvar_bench import __main__ as cli
+from genvar_bench import cli
 from genvar_bench import bench, load_model, report, results, runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def test_report_gives_intervals_and_paired_differences_from_per_example_files(tm
 
 WRITER = textwrap.dedent("""
     import sys
-    from genvar_bench import __main__ as cli, runner
+    from genvar_bench import cli, runner
     from tests.test_trust import fake_row
     runner.run_one = fake_row
     seeds = ",".join(str(seed) for seed in range(int(sys.argv[2]), int(sys.argv[2]) + 12))

@@ -1,0 +1,311 @@
+"""`python -m genvar_bench run`: train and score configurations and add their rows to the
+results table, in three steps: `plan_run` (the configurations asked for, less those done),
+an executor running them (`executors`: here, or as Ray tasks), and `record_row` (each row
+checked and written as it finishes)."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from genvar_bench import executors, results, runner
+from genvar_bench.cli import arguments
+from genvar_bench.core import METHODS, Option, method_spec_options, resolved_option_defaults
+from genvar_bench.data import DATASET_KINDS, DATASETS
+from genvar_bench.ops import BACKENDS
+from genvar_bench.profiles import PROFILES, get_profile
+from genvar_bench.runner import RunConfig
+
+# `run --all`: every registered method for the dataset's kind of data, vae and iwae at
+# these k, the others at their own defaults.
+ALL_SAMPLE_COUNTS = {"vae": (1, 5, 50), "iwae": (1, 5, 50)}
+
+
+def add_parser(commands) -> None:
+    run = commands.add_parser("run", help="train and score methods; add their rows to the table")
+    run.add_argument("--method", type=arguments.name_list, default=None,
+                     help="comma-separated method names (default: vae,iwae); known: "
+                          + ", ".join(sorted(METHODS)))
+    run.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                     help="load methods from a Python file or module that registers them "
+                          "(repeatable); installed packages' entry points "
+                          "(group genvar_bench.methods) load always")
+    run.add_argument("--all", action="store_true",
+                     help="every method for the dataset's kind of data, vae and iwae at "
+                          "k = 1, 5, 50, the others at their own k")
+    run.add_argument("--k", type=arguments.int_list, default=None,
+                     help="comma-separated k, what each method counts: " + "; ".join(
+                         f"{meaning} ({', '.join(names)})" for meaning, names in _k_meanings().items())
+                     + " (default: the method's, else the profile's)")
+    run.add_argument("--layers", type=arguments.int_list, default=[1], help="stochastic layers: 1 and/or 2")
+    run.add_argument("--dataset", choices=DATASETS, default=None,
+                     help="default: the profile's (quick: digits; standard, paper: mnist)")
+    run.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    run.add_argument("--device", "--devices", dest="devices", type=arguments.device_list, default=["cpu"],
+                     help="comma-separated devices: cpu, cuda[:N] (default cpu)")
+    run.add_argument("--backend", "--backends", dest="backends", type=arguments.choice_list("backend", BACKENDS),
+                     default=["fused"], help="fused (default), reference, or both: fused,reference")
+    run.add_argument("--seed", "--seeds", dest="seeds", type=arguments.seed_list, default=[0],
+                     help="comma-separated seeds, one row each (default 0)")
+    run.add_argument("--force", action="store_true",
+                     help="rerun configurations that already have a row in results.csv")
+    run.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                     help="minutes between training checkpoints (default 5); a killed run "
+                          "resumes from its last one")
+    run.add_argument("--out", default="results", help="results folder (default: results/)")
+    run.add_argument("--data-dir", default=None, help="folder holding binarized_mnist.npz")
+    run.add_argument("--epochs", type=arguments.positive_int, default=None,
+                     help="override the profile's number of epochs (its schedule is cut)")
+    run.add_argument("--eval-samples", type=arguments.positive_int, default=None,
+                     help="importance samples of the test NLL (default: the profile's, 5000)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    executors.add_arguments(run)
+    add_method_options(run)
+    run.set_defaults(handler=command_run)
+
+
+def _k_meanings() -> dict[str, list[str]]:
+    meanings: dict[str, list[str]] = {}
+    for name in sorted(METHODS):
+        meanings.setdefault(getattr(METHODS[name], "k_meaning", "importance samples"), []).append(name)
+    return meanings
+
+
+def registered_options() -> dict[str, tuple[Option, list[str]]]:
+    """{option name: (its declaration, the methods that have it)} over the registry."""
+    found: dict[str, tuple[Option, list[str]]] = {}
+    for name in sorted(METHODS):
+        for option in getattr(METHODS[name], "options", ()):
+            found.setdefault(option.name, (option, []))[1].append(name)
+    return found
+
+
+def _option_list(option: Option):
+    """The argparse type of an option's flag: a checked comma list, repeats dropped."""
+    def parse(text: str) -> list:
+        try:
+            return arguments.unique(option.parse(text), text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error))
+    return parse
+
+
+def add_method_options(run) -> None:
+    """One flag per option declared by a registered method (built-in or plugin)."""
+    group = run.add_argument_group(
+        "method options", "each applies to the methods that have it; comma lists run every value")
+    for name, (option, methods) in sorted(registered_options().items()):
+        group.add_argument(option.flag, dest=name, type=_option_list(option), default=None,
+                           help=f"{', '.join(methods)}: {option.help}")
+
+
+
+def build_configs(args, profile, data_dim: int, data_kind: str = "binary") -> list:
+    """Every (method, options, k, layers, seed, device) asked for, each option only where
+    the method has it; an option no chosen method has is an error. Defaults that depend
+    on the profile (T of diffusion) or the data (RBM hidden units) are filled in."""
+    if args.all:
+        methods = [name for name in METHODS if getattr(METHODS[name], "data_kind", "binary") == data_kind]
+    else:
+        methods = args.method or ["vae", "iwae"]
+    given = {name: getattr(args, name) for name in registered_options()
+             if getattr(args, name, None) is not None}
+    accepted = {name: method_spec_options(name) for name in methods}
+    unused = [name for name in given if not any(name in options for options in accepted.values())]
+    if unused:
+        sys.exit(f"error: --{unused[0].replace('_', '-')} applies to none of the methods "
+                 f"{', '.join(methods)}")
+    configs = []
+    for method in methods:
+        defaults = resolved_option_defaults(method, profile, data_dim)
+        names = sorted(defaults)
+        sample_counts = (args.k or (ALL_SAMPLE_COUNTS.get(method) if args.all else None)
+                         or getattr(METHODS[method], "default_num_samples", None)
+                         or profile.num_samples)
+        for values in itertools.product(*(given.get(name, [defaults[name]]) for name in names)):
+            for k, layers, seed, device, backend in itertools.product(
+                    sample_counts, args.layers, args.seeds, args.devices, args.backends):
+                configs.append(RunConfig(method, k, layers, seed, device, backend,
+                                         tuple(zip(names, values))))
+    return configs
+
+
+def existing_keys(csv_path) -> set[tuple[str, ...]]:
+    """The key (`results.config_key`) of every finished row of a results.csv (status ok:
+    not failed, not invalid), as strings."""
+    table = results.read_results(csv_path)
+    if table.empty:
+        return set()
+    for _, row in table[table["status"] == "invalid"].iterrows():
+        print(f"warning: {row['error']}; it is run again", file=sys.stderr)
+    return set(results.key_tuples(table[table["status"] == "ok"]))
+
+
+def init_distributed(args) -> int:
+    """Under torchrun (WORLD_SIZE > 1): joins the process group (nccl on GPUs, else gloo)
+    and gives each process its GPU; returns the rank (0 outside torchrun)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0
+    import torch.distributed as dist
+
+    on_gpu = any(torch.device(device).type == "cuda" for device in args.devices)
+    if on_gpu:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        args.devices = [f"cuda:{local_rank}"]
+    if not dist.is_initialized():
+        # Processes 1..N-1 wait in a collective while process 0 scores (AIS, k = 5000 on
+        # MNIST: up to an hour on a CPU): the default 30-minute timeout would end the group.
+        import datetime
+        dist.init_process_group("nccl" if on_gpu else "gloo", timeout=datetime.timedelta(hours=6))
+    return dist.get_rank()
+
+
+def check_out_dir(out: str) -> None:
+    """Exits with a one-line error unless `out` is, or can be made, a writable folder:
+    found before any training, not after it."""
+    import os
+    import tempfile
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        sys.exit(f"error: --out {out} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        sys.exit(f"error: --out {out} is not a writable folder ({error.strerror or error})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        sys.exit(f"error: --out {out} is not a writable folder")
+
+
+
+@dataclass
+class Plan:
+    """What a `run` does: its configurations, the results folder, the keys of the rows
+    already there (skipped unless --force), and a job for each configuration left."""
+
+    profile: object
+    dataset: object
+    configs: list
+    directory: Path
+    done: set
+    jobs: list = field(default_factory=list)
+
+
+def checked_settings(args):
+    """(profile, dataset, rank): every argument checked before any work starts, each
+    problem a one-line error; under torchrun, the process group joined."""
+    if args.all and args.method:
+        sys.exit("error: --all runs every method; give --method or --all, not both")
+    profile = get_profile(args.profile)
+    if args.epochs is not None:
+        profile = profile.scaled(args.epochs)
+    if args.eval_samples is not None:
+        profile = type(profile)(**{**profile.__dict__, "eval_samples": args.eval_samples})
+    if args.checkpoint_minutes < 0:
+        sys.exit(f"error: --checkpoint-minutes must be >= 0, got {args.checkpoint_minutes}")
+    check_out_dir(args.out)
+    # Under torchrun every process trains each configuration on its share of the batches;
+    # process 0 alone scores, prints and writes.
+    rank = init_distributed(args)
+    for device in args.devices:
+        for backend in args.backends:
+            arguments.check_device(device, backend)
+    unknown = [name for name in args.method or [] if name not in METHODS]
+    if unknown:
+        sys.exit(f"error: unknown method {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
+    dataset = arguments.load_data_or_exit(args.dataset or profile.dataset, args.data_dir)
+    mismatched = sorted({name for name in (args.method or []) if name in METHODS
+                         and getattr(METHODS[name], "data_kind", "binary") != dataset.kind})
+    if mismatched:
+        sys.exit(f"error: {', '.join(mismatched)} cannot model {dataset.name} ({dataset.kind} data); "
+                 f"datasets by kind: " + "; ".join(
+                     f"{kind}: {', '.join(names)}" for kind, names in DATASET_KINDS.items()))
+    return profile, dataset, rank
+
+
+def plan_run(args, profile, dataset, rank: int = 0) -> Plan:
+    """The configurations asked for and, for those not done, their jobs; with --force
+    every configuration is a job and starts afresh (its checkpoint deleted)."""
+    configs = build_configs(args, profile, dataset.data_dim, dataset.kind)
+    directory = results.table_dir(args.out, dataset.name, profile.name)
+    try:
+        done = set() if args.force else existing_keys(directory / "results.csv")
+    except results.ResultsFileError as error:
+        sys.exit(f"error: {error}")
+    plan = Plan(profile, dataset, configs, directory, done)
+    for index, config in enumerate(configs):
+        where = (f"[{index + 1}/{len(configs)}] {config.label} on {dataset.name} "
+                 f"({config.device}, {config.backend}, seed {config.seed})")
+        paths = runner.artifact_paths(directory, config)
+        if results.config_key(config) in done:
+            if rank == 0:
+                print(f"{where}: in results.csv, skipped (--force reruns it)", file=sys.stderr, flush=True)
+            continue
+        if args.force:
+            paths["checkpoint"].unlink(missing_ok=True)
+        plan.jobs.append(executors.Job(where, config, dict(
+            show_progress=rank == 0 and not args.no_progress,
+            checkpoint_seconds=60 * args.checkpoint_minutes, **paths)))
+    return plan
+
+
+def record_row(args, dataset, profile, config, row: dict | None, message: str = "") -> dict:
+    """Checks a finished row (an impossible one becomes a failed row) and adds it, or the
+    failed row of `message`, to the results table; returns what was written."""
+    from genvar_bench.report import write_results_markdown
+
+    if row is not None:
+        problem = results.row_problem(row, dataset.kind == "binary")
+        if problem is not None:
+            row = {**row, "status": "failed", "error": f"impossible result: {problem}"}
+    else:
+        row = results.failed_row(config, dataset.name, profile.name, message, runner.git_commit())
+    results.update_results(args.out, dataset.name, profile.name, [row], render=write_results_markdown)
+    return row
+
+
+def command_run(args) -> int:
+    profile, dataset, rank = checked_settings(args)
+    runner.git_commit()  # read before training: later commits must not relabel these rows
+    plan = plan_run(args, profile, dataset, rank)
+    if rank != 0:  # the same jobs as process 0, which alone scores and writes
+        for _ in executors.LocalExecutor(announce=False).run(plan.jobs, dataset, profile):
+            pass
+        return 0
+    executor = executors.from_args(args)
+    finished, failed = 0, []
+    try:
+        for job, row, error in executor.run(plan.jobs, dataset, profile):  # as each finishes
+            config = job.config
+            if error is not None:  # a failing method is a failed row; the others go on
+                row = record_row(args, dataset, profile, config, None, f"{type(error).__name__}: {error}")
+            else:
+                row = record_row(args, dataset, profile, config, row)
+                if row["status"] == "ok":
+                    job.arguments["checkpoint"].unlink(missing_ok=True)
+            if row["status"] != "ok":
+                failed.append(config.label)
+                print(f"    FAILED: {row['error']}", file=sys.stderr, flush=True)
+                continue
+            finished += 1
+            bits = f" ({row['test_bits_per_dim']:.3f} bits/dim)" if "test_bits_per_dim" in row else ""
+            print(f"    test NLL {row['test_nll']:.2f}{bits}  test bound {row['test_bound']:.2f}  "
+                  f"-> {plan.directory / 'results.csv'}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {finished} of {len(plan.configs)} rows finished and kept; the same "
+              "command resumes (training from its last checkpoint)", file=sys.stderr)
+        return 130
+    skipped = len(plan.configs) - len(plan.jobs)
+    print(f"{finished} rows finished, {skipped} skipped, {len(failed)} failed"
+          + (f": {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0

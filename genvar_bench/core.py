@@ -157,6 +157,10 @@ class Method(nn.Module, abc.ABC):
     # The method's options (see `Option`; usually given to `register`), and what k counts.
     options: ClassVar[tuple] = ()
     k_meaning: ClassVar[str] = "importance samples"
+    # (profile, data_dim) -> {option: default} for defaults that depend on them; None: none do.
+    option_defaults: ClassVar[Callable[..., dict[str, object]] | None] = None
+    # Where a plugin method was loaded from (`plugins.load_plugin`); None for built-ins.
+    plugin: ClassVar[str | None] = None
     # State-dict keys of earlier versions and where they live now ({old: new}), so that
     # kept models and checkpoints saved before a move still load.
     moved_state: ClassVar[dict[str, str]] = {}
@@ -327,11 +331,16 @@ def register(name: str, *, options: tuple[Option, ...] | None = None,
         settings = {"options": options, "default_num_samples": default_num_samples,
                     "data_kind": data_kind, "k_meaning": k_meaning}
         for attribute, value in settings.items():
-            if value is not None:
-                setattr(builder, attribute, tuple(value) if attribute == "options" else value)
+            # given here, else the builder's own (a class's, or inherited), else Method's
+            if value is None:
+                value = getattr(builder, attribute, getattr(Method, attribute))
+            setattr(builder, attribute, tuple(value) if attribute == "options" else value)
         if option_defaults is not None:
             builder.option_defaults = staticmethod(option_defaults) if isinstance(builder, type) \
                 else option_defaults
+        elif not isinstance(builder, type):
+            builder.option_defaults = None
+        builder.plugin = None  # the plugin source, set by `plugins.load_plugin`
         _check_declaration(name, builder)
         builder.name = name
         METHODS[name] = builder
@@ -344,7 +353,7 @@ def _check_declaration(name: str, builder) -> None:
     whose option disagrees with another method's option of the same name."""
     parameters = inspect.signature(builder).parameters
     accepts_any = any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values())
-    for option in getattr(builder, "options", ()):
+    for option in builder.options:
         if not isinstance(option, Option):
             raise TypeError(f"method {name!r}: options must be Option declarations, got {option!r}")
         if option.name in STANDARD_PARAMETERS:
@@ -353,7 +362,7 @@ def _check_declaration(name: str, builder) -> None:
             raise TypeError(f"method {name!r} declares option {option.name!r}, which its builder "
                             f"{builder.__qualname__} does not take as a keyword")
         for other_name, other in METHODS.items():
-            for declared in getattr(other, "options", ()):
+            for declared in other.options:
                 if declared.name == option.name and (declared.kind, declared.choices, declared.low,
                                                      declared.high) != (option.kind, option.choices,
                                                                          option.low, option.high):
@@ -363,14 +372,14 @@ def _check_declaration(name: str, builder) -> None:
 
 def method_spec_options(name: str) -> dict[str, Option]:
     """{option name: Option} of a registered method."""
-    return {option.name: option for option in getattr(METHODS[name], "options", ())}
+    return {option.name: option for option in METHODS[name].options}
 
 
 def resolved_option_defaults(name: str, profile, data_dim: int) -> dict[str, object]:
     """{option: default} of a registered method for this profile and data."""
     builder = METHODS[name]
-    defaults = {option.name: option.default for option in getattr(builder, "options", ())}
-    hook = getattr(builder, "option_defaults", None)
+    defaults = {option.name: option.default for option in builder.options}
+    hook = builder.option_defaults
     if hook is not None:
         defaults.update(hook(profile, data_dim))
     return defaults

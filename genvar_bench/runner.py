@@ -220,7 +220,7 @@ def save_model(method, config: RunConfig, data: Dataset, profile: Profile, path:
         "image_shape": data.image_shape, "value_range": data.value_range,
         "eval_samples": profile.eval_samples, "seed": config.seed, "device": config.device,
         "git_commit": git_commit(), "artifact": config.file_stem,
-        "plugin": getattr(METHODS[config.method], "plugin", None), "state_dict": state}, target))
+        "plugin": METHODS[config.method].plugin, "state_dict": state}, target))
 
 
 def save_per_example(per_example: dict[str, np.ndarray], path: Path) -> None:

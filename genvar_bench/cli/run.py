@@ -71,7 +71,7 @@ def add_parser(commands) -> None:
 def _k_meanings() -> dict[str, list[str]]:
     meanings: dict[str, list[str]] = {}
     for name in sorted(METHODS):
-        meanings.setdefault(getattr(METHODS[name], "k_meaning", "importance samples"), []).append(name)
+        meanings.setdefault(METHODS[name].k_meaning, []).append(name)
     return meanings
 
 
@@ -79,7 +79,7 @@ def registered_options() -> dict[str, tuple[Option, list[str]]]:
     """{option name: (its declaration, the methods that have it)} over the registry."""
     found: dict[str, tuple[Option, list[str]]] = {}
     for name in sorted(METHODS):
-        for option in getattr(METHODS[name], "options", ()):
+        for option in METHODS[name].options:
             found.setdefault(option.name, (option, []))[1].append(name)
     return found
 
@@ -109,7 +109,7 @@ def build_configs(args, profile, data_dim: int, data_kind: str = "binary") -> li
     the method has it; an option no chosen method has is an error. Defaults that depend
     on the profile (T of diffusion) or the data (RBM hidden units) are filled in."""
     if args.all:
-        methods = [name for name in METHODS if getattr(METHODS[name], "data_kind", "binary") == data_kind]
+        methods = [name for name in METHODS if METHODS[name].data_kind == data_kind]
     else:
         methods = args.method or ["vae", "iwae"]
     given = {name: getattr(args, name) for name in registered_options()
@@ -124,7 +124,7 @@ def build_configs(args, profile, data_dim: int, data_kind: str = "binary") -> li
         defaults = resolved_option_defaults(method, profile, data_dim)
         names = sorted(defaults)
         sample_counts = (args.k or (ALL_SAMPLE_COUNTS.get(method) if args.all else None)
-                         or getattr(METHODS[method], "default_num_samples", None)
+                         or METHODS[method].default_num_samples
                          or profile.num_samples)
         for values in itertools.product(*(given.get(name, [defaults[name]]) for name in names)):
             for k, layers, seed, device, backend in itertools.product(
@@ -225,7 +225,7 @@ def checked_settings(args):
         sys.exit(f"error: unknown method {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
     dataset = arguments.load_data_or_exit(args.dataset or profile.dataset, args.data_dir)
     mismatched = sorted({name for name in (args.method or []) if name in METHODS
-                         and getattr(METHODS[name], "data_kind", "binary") != dataset.kind})
+                         and METHODS[name].data_kind != dataset.kind})
     if mismatched:
         sys.exit(f"error: {', '.join(mismatched)} cannot model {dataset.name} ({dataset.kind} data); "
                  f"datasets by kind: " + "; ".join(

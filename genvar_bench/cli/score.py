@@ -12,7 +12,7 @@ from genvar_bench import runner
 from genvar_bench.atomic import write_text_atomic
 from genvar_bench.cli import arguments
 from genvar_bench.data import DATASETS
-from genvar_bench.results import results_lock, row_problem
+from genvar_bench.results import config_fields, results_lock, row_problem
 
 
 def add_parser(commands) -> None:
@@ -53,9 +53,8 @@ def command_score(args) -> int:
     torch.manual_seed(seed + 1)
     scores, _ = runner.evaluate(method, dataset, device, eval_samples, not args.no_progress)
     row = {"model": str(args.model), "dataset": dataset.name, "profile": info["profile"],
-           "method": config.method, "variant": config.variant, "k": config.num_samples,
-           "layers": config.layers, "seed": seed, "device": device.type, "backend": config.backend,
-           **scores, "trained_at_commit": info["git_commit"], "git_commit": runner.git_commit(),
+           **config_fields(config), **scores, "trained_at_commit": info["git_commit"],
+           "git_commit": runner.git_commit(),
            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     problem = row_problem(row, dataset.kind == "binary")
     row["status"], row["error"] = ("ok", "") if problem is None else ("failed", f"impossible result: {problem}")

@@ -30,6 +30,22 @@ def step_variant(method_name, num_samples, dataset, adam, compiled=False, backen
     return step
 
 
+def round_robin(steps: dict, rounds: int, steps_per_round: int) -> dict[str, list[float]]:
+    """{name: steps per second in each round}: every step warmed up 3 times, then the
+    steps timed in turn, `rounds` times over, `steps_per_round` calls each."""
+    for step in steps.values():
+        for _ in range(3):
+            step()
+    rates = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                step()
+            rates[name].append(steps_per_round / (time.perf_counter() - start))
+    return rates
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="iwae")
@@ -45,16 +61,7 @@ def main(argv=None):
         variants["fused, fused Adam, loss compiled"] = dict(adam="fused", compiled=True)
     steps = {name: step_variant(args.method, args.k, args.dataset, **options)
              for name, options in variants.items()}
-    for step in steps.values():
-        for _ in range(3):
-            step()
-    rates = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            rates[name].append(args.steps / (time.perf_counter() - start))
+    rates = round_robin(steps, args.rounds, args.steps)
     base = statistics.median(rates["fused, loop Adam"])
     print(f"{args.method} k={args.k} {args.dataset} (batch {BATCH}, {torch.get_num_threads()} threads)")
     for name, values in rates.items():

@@ -92,8 +92,9 @@ class BinomialReverse(ReverseProcess):
                           dtype=states.dtype, device=states.device)
 
     def sample_prior(self, num_samples):
-        return torch.bernoulli(torch.full((num_samples, self.data_dim), 0.5,
-                                          device=self.forward_process.betas.device))
+        like = self.own_parameter()
+        return torch.bernoulli(torch.full((num_samples, self.data_dim), 0.5, device=like.device,
+                                          dtype=like.dtype))
 
     def reverse_step(self, states, step, last):
         steps = torch.full(states.shape[:1], step, device=states.device)

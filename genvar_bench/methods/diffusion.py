@@ -207,7 +207,7 @@ class ReverseProcess(GenerativeModel):
         """log p(x_{0:T}) of x_0 = x and a whole trajectory latents = [x_1, ..., x_T]."""
         states = torch.stack([x.expand_as(latents[0]), *latents])
         steps = torch.arange(1, len(latents) + 1, device=x.device)
-        steps = steps.reshape(-1, *[1] * (states.dim() - 2)).expand(states.shape[:-1])
+        steps = steps.reshape(-1, *[1] * (states.dim() - 2)).expand(len(latents), *states.shape[1:-1])
         return (self.step_log_prob(states[:-1], states[1:], steps).sum(0)
                 + self.prior_log_prob(states[-1]))
 

@@ -93,7 +93,8 @@ class GaussianReverse(ReverseProcess):
         return -0.5 * (states**2 + LOG_2PI).sum(-1)
 
     def sample_prior(self, num_samples):
-        return torch.randn(num_samples, self.data_dim, device=self.forward_process.betas.device)
+        like = self.own_parameter()
+        return torch.randn(num_samples, self.data_dim, device=like.device, dtype=like.dtype)
 
     def reverse_step(self, states, step, last):
         steps = torch.full(states.shape[:1], step, device=states.device)

@@ -135,7 +135,24 @@ def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
 
-class GaussianDecoder(GenerativeModel):
+class BernoulliDecoder(GenerativeModel):
+    """A p of binary data, p(x | tau) = Bernoulli(sigmoid(logits(z_1))): its `data_mean`
+    and `sample`, from the family's `logits` and `sample_latents`."""
+
+    def logits(self, z_bottom: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def data_mean(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """Bernoulli means sigmoid(logits(z_1))."""
+        return torch.sigmoid(self.logits(latents[0]))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        latents = self.sample_latents(num_samples)
+        return torch.bernoulli(self.data_mean(latents)), latents
+
+
+class GaussianDecoder(BernoulliDecoder):
     """p(x | z_1) Bernoulli, p(z_l | z_{l+1}) diagonal Gaussian, p(z_L) = N(0, I)."""
 
     def __init__(self, data_dim: int, latent_dims: list[int], hidden: list[list[int]]):
@@ -198,15 +215,6 @@ class GaussianDecoder(GenerativeModel):
             mu, logvar = layer(latents[0])
             latents.insert(0, mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))
         return latents
-
-    def data_mean(self, latents: list[torch.Tensor]) -> torch.Tensor:
-        """Bernoulli means sigmoid(logits(z_1))."""
-        return torch.sigmoid(self.logits(latents[0]))
-
-    @torch.no_grad()
-    def sample(self, num_samples: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        latents = self.sample_latents(num_samples)
-        return torch.bernoulli(self.data_mean(latents)), latents
 
 
 class GaussianLatentMethod(Method):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genvar_bench.core import Draw, GenerativeModel, InferenceModel, Method
-from genvar_bench.methods.latent import reverse_grad
+from genvar_bench.core import Draw, InferenceModel, Method
+from genvar_bench.methods.latent import BernoulliDecoder, reverse_grad
 
 
 def bernoulli_log_prob(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ class BernoulliEncoder(InferenceModel):
         return bernoulli_log_prob(self.net(x), latents[0])
 
 
-class SigmoidBeliefDecoder(GenerativeModel):
+class SigmoidBeliefDecoder(BernoulliDecoder):
     """p(h) factorised Bernoulli with learned logits, p(x | h) = Bernoulli(sigmoid(W h + c))."""
 
     def __init__(self, data_dim: int, latent_dim: int):
@@ -81,14 +81,6 @@ class SigmoidBeliefDecoder(GenerativeModel):
     def sample_latents(self, num_samples: int) -> list[torch.Tensor]:
         probabilities = torch.sigmoid(self.prior_logits)
         return [torch.bernoulli(probabilities.expand(num_samples, -1))]
-
-    def data_mean(self, latents: list[torch.Tensor]) -> torch.Tensor:
-        return torch.sigmoid(self.logits(latents[0]))
-
-    @torch.no_grad()
-    def sample(self, num_samples: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        latents = self.sample_latents(num_samples)
-        return torch.bernoulli(self.data_mean(latents)), latents
 
 
 class BinaryLatentMethod(Method):

@@ -104,8 +104,9 @@ class GenerativeModel(nn.Module):
     - `sample_latents(n)` draws tau ~ p(tau); `data_mean(latents)` is E_p[x | tau];
       `sample(n)` draws (x, tau) ~ p(x, tau).
 
-    Declared abilities: `has_log_prob` (log_prob, log_likelihood and log_ratio are
-    defined) and `can_sample` (sample_latents, data_mean and sample are)."""
+    Every p has `log_ratio`. Declared abilities: `has_log_prob` (log_prob and
+    log_likelihood are defined; where they are not, as for the RBM's chain, log_ratio is
+    exact without them) and `can_sample` (sample_latents, data_mean and sample are)."""
 
     has_log_prob: ClassVar[bool] = True
     can_sample: ClassVar[bool] = True

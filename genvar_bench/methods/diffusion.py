@@ -139,7 +139,7 @@ class ForwardProcess(InferenceModel):
 class ForwardTrajectory:
     """A draw of q: num_samples trajectories x_{1:T} from each x_0, drawn in chunks of
     steps as they are read (`chunks`) so that at most MAX_ELEMENTS states live at once.
-    Each chunk's states are drawn the first and only time it is read."""
+    Nothing is kept: reading it again draws other trajectories, so it is read once."""
 
     def __init__(self, forward_process: ForwardProcess, x0: torch.Tensor, num_samples: int):
         self.forward_process, self.x0, self.num_samples = forward_process, x0, num_samples

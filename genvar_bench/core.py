@@ -162,6 +162,8 @@ class Method(nn.Module, abc.ABC):
     option_defaults: ClassVar[Callable[..., dict[str, object]] | None] = None
     # Where a plugin method was loaded from (`plugins.load_plugin`); None for built-ins.
     plugin: ClassVar[str | None] = None
+    # Set by the runner: long scoring preparations (AIS) show a progress bar.
+    show_progress: bool = False
     # State-dict keys of earlier versions and where they live now ({old: new}), so that
     # kept models and checkpoints saved before a move still load.
     moved_state: ClassVar[dict[str, str]] = {}

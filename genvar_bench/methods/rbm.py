@@ -285,7 +285,7 @@ class RBMMethod(Method):
 
         p = self.p
         p.base_visible_bias = estimators.base_rate_visible_bias(train_data).to(p.base_visible_bias)
-        with tqdm(total=num_temperatures, desc="AIS", unit="beta", disable=not getattr(self, "show_progress", False),
+        with tqdm(total=num_temperatures, desc="AIS", unit="beta", disable=not self.show_progress,
                   leave=False, dynamic_ncols=True) as bar:
             result = estimators.ais_log_z(
                 *self.rbm.parameters_tuple, p.base_visible_bias, num_runs=num_runs,

@@ -31,6 +31,12 @@ REQUIRED_METRICS = ["train_bound", "test_bound", "test_nll"]
 # own NLL estimate before the row is called impossible, plus a rounding allowance.
 GAP_STANDARD_ERRORS = 5.0
 GAP_ROUNDING_NATS = 1e-4
+# Columns read back as text whatever they hold: a commit hash of digits only ("6420729")
+# or one like "12e4567" would otherwise come back as a number.
+TEXT_COLUMNS = ["dataset", "profile", "method", "variant", "device", "backend", "status",
+                "error", "nll_estimator", "active_units_per_layer", "binarization",
+                "torch_version", "device_name", "git_commit", "trained_at_commit",
+                "finished_at", "artifact"]
 
 
 class ResultsFileError(RuntimeError):
@@ -100,6 +106,11 @@ def _is_binary(dataset) -> bool:
     return dataset not in DATASET_KINDS["continuous"]
 
 
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A results CSV as written, its TEXT_COLUMNS as strings (missing text is NaN)."""
+    return pd.read_csv(path, dtype={name: str for name in TEXT_COLUMNS})
+
+
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """The table in `path` (empty when there is none). Rows marked ok whose figures are
     missing or impossible (`row_problem`) come back with status "invalid" and the reason
@@ -109,7 +120,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame()
     try:
-        table = pd.read_csv(path, dtype={"variant": str, "status": str, "error": str})
+        table = read_table(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ResultsFileError(f"{path} is not a readable results table ({first}); "

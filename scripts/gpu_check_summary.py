@@ -97,7 +97,9 @@ def device_rows(folder: Path) -> list[str]:
     """The test NLL and training speed of each configuration on the CPU and on CUDA."""
     import pandas as pd
 
-    frames = [pd.read_csv(path) for path in sorted(folder.glob("run/*/*/results.csv"))]
+    from genvar_bench.results import read_table
+
+    frames = [read_table(path) for path in sorted(folder.glob("run/*/*/results.csv"))]
     if not frames:
         return ["  (no rows: the run did not finish)"]
     table = pd.concat(frames, ignore_index=True)

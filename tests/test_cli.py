@@ -3,11 +3,11 @@ import math
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 
 from genvar_bench import cli
 from genvar_bench import runner
+from genvar_bench.results import read_table
 
 FAST = ["--dataset", "digits", "--epochs", "1", "--eval-samples", "8", "--no-progress"]
 
@@ -17,7 +17,7 @@ def run(tmp_path, *args):
 
 
 def table(tmp_path):
-    return pd.read_csv(tmp_path / "digits" / "quick" / "results.csv")
+    return read_table(tmp_path / "digits" / "quick" / "results.csv")
 
 
 def test_run_writes_csv_and_markdown_with_the_expected_columns(tmp_path):
@@ -183,7 +183,7 @@ def test_an_option_no_chosen_method_has_is_an_error(tmp_path):
 def test_tables_written_before_the_variant_column_still_merge(tmp_path):
     run(tmp_path, "--method", "vae", "--k", "1")
     path = tmp_path / "digits" / "quick" / "results.csv"
-    old = pd.read_csv(path).drop(columns=["variant"])
+    old = read_table(path).drop(columns=["variant"])
     old.to_csv(path, index=False)
     run(tmp_path, "--method", "vae", "--k", "1")
     run(tmp_path, "--method", "dae")
@@ -220,7 +220,7 @@ def test_gaussian_diffusion_on_continuous_data_reports_bits_per_dim(tmp_path):
     args = ["--dataset", "digits-grey", "--epochs", "1", "--no-progress", "--out", str(tmp_path),
             "--method", "diffusion-gauss", "--diffusion-steps", "5"]
     assert cli.main(["run", *args]) == 0
-    row = pd.read_csv(tmp_path / "digits-grey" / "quick" / "results.csv").iloc[0]
+    row = read_table(tmp_path / "digits-grey" / "quick" / "results.csv").iloc[0]
     expected = (row["test_nll"] + 64 * math.log(17 / 2)) / (64 * math.log(2))
     assert abs(row["test_bits_per_dim"] - expected) < 1e-9 and expected > 0
     assert cli.main(["run", *args[:1], "swissroll", *args[2:], "--network", "mlp"]) == 0
@@ -239,7 +239,7 @@ def test_rbm_rows_report_ais_log_z_and_the_cd_objective(tmp_path):
     args = ["--dataset", "digits", "--epochs", "2", "--no-progress", "--out", str(tmp_path),
             "--method", "rbm-cd,rbm-pcd", "--hidden", "16"]
     assert cli.main(["run", *args]) == 0
-    rows = pd.read_csv(tmp_path / "digits" / "quick" / "results.csv")
+    rows = read_table(tmp_path / "digits" / "quick" / "results.csv")
     assert list(rows["method"]) == ["rbm-cd", "rbm-cd", "rbm-pcd"]
     assert list(rows["k"]) == [1, 25, 1] and (rows["variant"] == "hidden=16").all()
     assert rows["nll_estimator"].str.startswith("AIS log Z (14500 temperatures, 100 runs)").all()

@@ -7,8 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pandas as pd
 import torch
+from genvar_bench.results import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_torchrun_run_writes_one_row_from_process_zero(tmp_path):
                "--epochs", "1", "--eval-samples", "5", "--no-progress", "--out", str(tmp_path)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = pd.read_csv(tmp_path / "digits" / "quick" / "results.csv")
+    rows = read_table(tmp_path / "digits" / "quick" / "results.csv")
     assert len(rows) == 1 and rows.iloc[0]["processes"] == 2 and rows.iloc[0]["status"] == "ok"
     assert rows.iloc[0]["test_nll"] > 0
 
@@ -114,7 +114,7 @@ def test_a_configuration_failing_on_one_process_is_a_failed_row_and_the_group_go
                "--epochs", "1", "--eval-samples", "5", "--no-progress", "--out", str(tmp_path)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stderr[-3000:]  # failed rows: exit 1, not a crash
-    rows = pd.read_csv(tmp_path / "digits" / "quick" / "results.csv").set_index("k")
+    rows = read_table(tmp_path / "digits" / "quick" / "results.csv").set_index("k")
     assert list(rows["status"].sort_index()) == ["failed", "failed", "failed", "ok"]
     assert "process 1: RuntimeError: injected: loss fails on process 1" in rows.loc[1, "error"]
     assert "process 1: RuntimeError: injected: no model on process 1" in rows.loc[2, "error"]

@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
@@ -16,6 +15,7 @@ from genvar_bench import cli
 from genvar_bench import load_model
 from genvar_bench.core import METHODS
 from genvar_bench.plugins import PluginError, load_plugin
+from genvar_bench.results import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DREG = ROOT / "examples" / "iwae_dreg.py"
@@ -85,7 +85,7 @@ def test_dreg_gradients_are_their_definition(backend):
 def test_a_plugin_method_is_trained_scored_kept_and_rescored_beside_the_built_ins(tmp_path):
     assert cli.main(["run", *FAST, "--plugin", str(DREG), "--method", "iwae-dreg,iwae", "--k", "3",
                      "--out", str(tmp_path)]) == 0
-    rows = pd.read_csv(tmp_path / "digits" / "quick" / "results.csv").set_index("method")
+    rows = read_table(tmp_path / "digits" / "quick" / "results.csv").set_index("method")
     assert set(rows.index) == {"iwae", "iwae-dreg"} and (rows["status"] == "ok").all()
     row = rows.loc["iwae-dreg"]
     assert row["nll_estimator"] == "IS k=8" and row["test_iw_bound_k1"] > row["test_nll"] > 0
@@ -98,7 +98,7 @@ def test_a_plugin_method_is_trained_scored_kept_and_rescored_beside_the_built_in
                              "--csv", str(tmp_path / "scored.csv")], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert pd.read_csv(tmp_path / "scored.csv").iloc[0]["test_nll"] == pytest.approx(row["test_nll"], abs=1e-4)
+    assert read_table(tmp_path / "scored.csv").iloc[0]["test_nll"] == pytest.approx(row["test_nll"], abs=1e-4)
 
 
 def test_plugin_errors_are_one_line_and_name_the_plugin(tmp_path):
@@ -158,7 +158,7 @@ def test_an_installed_entry_point_registers_a_method_and_its_option_flag(tmp_pat
     good = subprocess.run([*command, "--beta", "0.5,1"], env=env, capture_output=True, text=True,
                           timeout=300)
     assert good.returncode == 0, good.stderr[-2000:]
-    rows = pd.read_csv(tmp_path / "out" / "digits" / "quick" / "results.csv")
+    rows = read_table(tmp_path / "out" / "digits" / "quick" / "results.csv")
     assert sorted(rows["variant"]) == ["beta=0.5", "beta=1.0"] and (rows["status"] == "ok").all()
 
 

@@ -14,6 +14,7 @@ import ray
 import torch
 
 from genvar_bench.cli import main
+from genvar_bench.results import read_table
 
 TINY = ["run", "--dataset", "digits", "--k", "1", "--eval-samples", "5", "--no-progress"]
 
@@ -26,7 +27,7 @@ def local_ray():
 
 
 def read_rows(out: Path) -> pd.DataFrame:
-    return pd.read_csv(out / "digits" / "quick" / "results.csv").set_index("method")
+    return read_table(out / "digits" / "quick" / "results.csv").set_index("method")
 
 
 def test_a_sweep_runs_as_ray_tasks_and_resumes(local_ray, tmp_path, capsys):

@@ -16,6 +16,7 @@ import torch
 
 from genvar_bench import cli
 from genvar_bench import bench, load_model, report, results, runner
+from genvar_bench.results import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--dataset", "digits", "--epochs", "1", "--eval-samples", "8", "--no-progress"]
@@ -26,7 +27,7 @@ def run(out, *args):
 
 
 def table(out):
-    return pd.read_csv(out / "digits" / "quick" / "results.csv")
+    return read_table(out / "digits" / "quick" / "results.csv")
 
 
 def fake_row(config, data, profile, **_):
@@ -54,7 +55,7 @@ def test_a_kept_model_rescores_to_its_row_and_samples(tmp_path, capsys):
         scored_csv = tmp_path / "scored.csv"
         assert cli.main(["score", str(model_path), "--no-progress", "--csv", str(scored_csv)]) == 0
         assert "test_nll" in capsys.readouterr().out
-        scored = pd.read_csv(scored_csv).iloc[-1]
+        scored = read_table(scored_csv).iloc[-1]
         # The same model, seed and draws: the row's figure within the estimator's noise
         # (here exactly, up to float rounding).
         assert abs(scored["test_nll"] - rows.loc[method, "test_nll"]) < 1e-4
@@ -75,7 +76,7 @@ def test_an_rbm_rescores_within_the_ais_uncertainty(tmp_path):
     model_path = tmp_path / "digits" / "quick" / "models" / f"{row['artifact']}.pt"
     scored_csv = tmp_path / "scored.csv"
     assert cli.main(["score", str(model_path), "--no-progress", "--csv", str(scored_csv)]) == 0
-    scored = pd.read_csv(scored_csv).iloc[0]
+    scored = read_table(scored_csv).iloc[0]
     # log Z comes from a fresh AIS run: the NLL moves by its noise only, within the 3-sigma
     # range of the row's AIS estimate.
     width = max(row["test_log_z_high"] - row["test_log_z"], row["test_log_z"] - row["test_log_z_low"])
@@ -194,6 +195,18 @@ def test_truncated_or_empty_rows_read_back_invalid_and_rerun(tmp_path, monkeypat
     assert run(tmp_path, "--method", "vae", "--k", "1", "--seeds", "0,1,2") == 0
     assert capsys.readouterr().err.count("in results.csv, skipped") == 1  # only seed 0 was done
     assert (table(tmp_path)["status"] == "ok").all()
+
+
+@pytest.mark.parametrize("commit", ["6420729", "12e4567", "0012345"])
+def test_text_that_looks_like_a_number_reads_back_as_written(tmp_path, monkeypatch, commit):
+    monkeypatch.setattr(runner, "run_one", lambda *args, **kw: {**fake_row(*args, **kw),
+                                                                "git_commit": commit})
+    assert run(tmp_path, "--method", "vae", "--k", "1") == 0
+    csv = tmp_path / "digits" / "quick" / "results.csv"
+    assert results.read_results(csv).iloc[0]["git_commit"] == commit
+    assert table(tmp_path).iloc[0]["git_commit"] == commit
+    assert run(tmp_path, "--method", "vae", "--k", "1", "--seeds", "1") == 0  # read, merged, rewritten
+    assert list(table(tmp_path)["git_commit"]) == [commit, commit]
 
 
 def test_a_garbage_results_file_is_a_one_line_error(tmp_path):

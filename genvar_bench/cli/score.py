@@ -12,7 +12,7 @@ from genvar_bench import runner
 from genvar_bench.atomic import write_text_atomic
 from genvar_bench.cli import arguments
 from genvar_bench.data import DATASETS
-from genvar_bench.results import config_fields, results_lock, row_problem
+from genvar_bench.results import config_fields, read_table, results_lock, row_problem
 
 
 def add_parser(commands) -> None:
@@ -66,7 +66,7 @@ def command_score(args) -> int:
     if args.csv:
         csv = Path(args.csv)
         with results_lock(csv):
-            table = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
+            table = read_table(csv) if csv.exists() else pd.DataFrame()
             table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
             write_text_atomic(csv, table.to_csv(index=False))
         print(f"row appended to {csv}", file=sys.stderr)

@@ -6,6 +6,7 @@
 // like the CPU kernels; sums over k (up to 5000 samples) accumulate in double
 // for float32 too, per thread and across threads, and are cast once at the end.
 #include "iwae_launchers.h"
+#include "bernoulli_rows.cuh"
 #include "device_utils.cuh"
 
 #include <cuda_runtime.h>
@@ -13,22 +14,9 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <initializer_list>
 
 namespace genvar::cuda {
 namespace {
-
-constexpr int kColumnTile = 32;     // columns per block: a warp reads 32 adjacent ones
-constexpr int kSampleLanes = 16;    // threads per column, splitting its loop over k
-constexpr int kColumnThreads = kColumnTile * kSampleLanes;
-// Two 512-thread blocks per SM: up to 64 registers. Without a minimum, ptxas
-// for sm_80 held the double-accumulating column kernels to 40 and spilled.
-constexpr int kColumnBlocksPerSm = 2;
-
-// The type of every sum over k, whatever scalar_t is (as on the CPU).
-using accumulate_t = double;
-
-// ---------------------------------------------------------------------------
 
 // log p(z) - log q(z | x) for one latent coordinate; the log(2 pi) terms cancel.
 template <typename scalar_t>
@@ -50,32 +38,11 @@ __global__ void __launch_bounds__(kMaxRowThreads)
                        const scalar_t* __restrict__ logvar, scalar_t* __restrict__ log_weights,
                        scalar_t* __restrict__ dlogits, int64_t num_rows, int64_t batch,
                        int64_t data_dim, int64_t latent_dim) {
-  using Pack = Packed<scalar_t, kVec>;
-  const int64_t num_packs = data_dim / kVec;
   for (int64_t row = blockIdx.x; row < num_rows; row += gridDim.x) {
     const int64_t b = row % batch;
-    const Pack* logit_row = reinterpret_cast<const Pack*>(logits + row * data_dim);
-    const Pack* x_row = reinterpret_cast<const Pack*>(x + b * data_dim);
-    scalar_t total = 0;
-    for (int64_t p = threadIdx.x; p < num_packs; p += blockDim.x) {
-      const Pack logit = logit_row[p];
-      const Pack target = x_row[p];
-      if constexpr (kWriteGrad) {
-        Pack grad;
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-          const scalar_t e = exp_neg_abs(logit.val[i]);
-          total += target.val[i] * logit.val[i] - softplus_given(logit.val[i], e);
-          grad.val[i] = target.val[i] - sigmoid_given(logit.val[i], e);
-        }
-        reinterpret_cast<Pack*>(dlogits + row * data_dim)[p] = grad;
-      } else {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-          total += target.val[i] * logit.val[i] - softplus(logit.val[i]);
-        }
-      }
-    }
+    scalar_t* dlogit_row = kWriteGrad ? dlogits + row * data_dim : nullptr;
+    scalar_t total = data_term_share<scalar_t, kVec, kWriteGrad>(
+        logits + row * data_dim, x + b * data_dim, dlogit_row, data_dim, scalar_t(0));
     for (int64_t j = threadIdx.x; j < latent_dim; j += blockDim.x) {
       total += latent_term(z[row * latent_dim + j], mu[b * latent_dim + j],
                            logvar[b * latent_dim + j]);
@@ -85,90 +52,9 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   }
 }
 
-// grad_logits[row, :] = grad_log_weights[row] * d log_w[row] / d logits[row, :].
-// kRecompute: the derivative x_d - sigmoid(l_d) is recomputed from `source` =
-// logits and x (iwae_log_weights_backward). Otherwise `source` is the dlogits
-// the forward wrote and x is not read (iwae_log_weights_and_grad_backward).
-template <typename scalar_t, int kVec, bool kRecompute>
-__global__ void __launch_bounds__(kMaxRowThreads)
-    logits_grad_kernel(const scalar_t* __restrict__ grad_log_weights,
-                       const scalar_t* __restrict__ source, const scalar_t* __restrict__ x,
-                       scalar_t* __restrict__ grad_logits, int64_t num_rows, int64_t batch,
-                       int64_t data_dim) {
-  using Pack = Packed<scalar_t, kVec>;
-  const int64_t num_packs = data_dim / kVec;
-  for (int64_t row = blockIdx.x; row < num_rows; row += gridDim.x) {
-    const scalar_t grad = grad_log_weights[row];
-    const Pack* source_row = reinterpret_cast<const Pack*>(source + row * data_dim);
-    const Pack* x_row =
-        kRecompute ? reinterpret_cast<const Pack*>(x + (row % batch) * data_dim) : nullptr;
-    Pack* grad_row = reinterpret_cast<Pack*>(grad_logits + row * data_dim);
-    for (int64_t p = threadIdx.x; p < num_packs; p += blockDim.x) {
-      const Pack value = source_row[p];
-      Pack result;
-      if constexpr (kRecompute) {
-        const Pack target = x_row[p];
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-          result.val[i] = grad * (target.val[i] - sigmoid(value.val[i]));
-        }
-      } else {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) result.val[i] = grad * value.val[i];
-      }
-      grad_row[p] = result;
-    }
-  }
-}
-
 // ---------------------------------------------------------------------------
-// Column kernels: a [k, C] array reduced over k for each column. A block
-// takes 32 adjacent columns (coalesced row reads) and 16 threads per column
-// split the k loop (k can be 5000), combined in a fixed order so results are
-// deterministic. The sums are in accumulate_t (double) from the first term
-// to the combined total.
-
-struct SumPair {
-  accumulate_t first;
-  accumulate_t second;
-};
-
-struct Add {
-  template <typename value_t>
-  __device__ value_t operator()(value_t a, value_t b) const {
-    return a + b;
-  }
-};
-
-struct AddPairs {
-  __device__ SumPair operator()(SumPair a, SumPair b) const {
-    return {a.first + b.first, a.second + b.second};
-  }
-};
-
-// Max{}(value, running): a NaN value loses (NaN > x is false), so a running
-// max that starts at -inf never becomes NaN.
-struct Max {
-  template <typename value_t>
-  __device__ value_t operator()(value_t a, value_t b) const {
-    return a > b ? a : b;
-  }
-};
-
-// Every thread of a column gets the combined value of its column's lanes.
-// All threads of the block must call it (it holds barriers).
-template <typename State, typename Combine>
-__device__ State combine_sample_lanes(State partial, Combine combine) {
-  __shared__ State partials[kSampleLanes][kColumnTile];
-  partials[threadIdx.y][threadIdx.x] = partial;
-  __syncthreads();
-  State total = partials[0][threadIdx.x];
-  for (int lane = 1; lane < kSampleLanes; ++lane) {
-    total = combine(total, partials[lane][threadIdx.x]);
-  }
-  __syncthreads();  // partials is reused by the block's next tile
-  return total;
-}
+// Column kernels: a [k, C] array reduced over k for each column, in the
+// column tiles of bernoulli_rows.cuh.
 
 // Fused: grad_z needs the same z and g reads as the sums over k for grad_mu
 // and grad_logvar, so one pass over z serves all three. Columns are (b, j).
@@ -199,7 +85,7 @@ __global__ void __launch_bounds__(kColumnThreads, kColumnBlocksPerSm)
         sums.second += grad * (scalar_t(0.5) - scalar_t(0.5) * diff * scaled);
       }
     }
-    sums = combine_sample_lanes(sums, AddPairs{});
+    sums = combine_sample_lanes(sums, Add{});
     if (active && threadIdx.y == 0) {
       grad_mu[column] = static_cast<scalar_t>(sums.first);
       grad_logvar[column] = static_cast<scalar_t>(sums.second);
@@ -277,44 +163,8 @@ __global__ void __launch_bounds__(kColumnThreads, kColumnBlocksPerSm)
 // ---------------------------------------------------------------------------
 // Launch helpers.
 
-unsigned column_grid(int64_t columns) {
-  return grid_blocks((columns + kColumnTile - 1) / kColumnTile);
-}
-
-// 16-byte packs need every row start aligned: D a multiple of the pack width
-// and 16-byte-aligned base pointers (a sliced tensor may not be).
-template <typename scalar_t>
-constexpr int kPackWidth = 16 / static_cast<int>(sizeof(scalar_t));
-
-template <typename scalar_t>
-bool can_pack(int64_t data_dim, std::initializer_list<const void*> bases) {
-  if (data_dim % kPackWidth<scalar_t> != 0) return false;
-  return std::all_of(bases.begin(), bases.end(), [](const void* base) {
-    return reinterpret_cast<std::uintptr_t>(base) % 16 == 0;
-  });
-}
-
-template <typename scalar_t, int kVec, bool kWriteGrad>
-void launch_log_weights_rows(const scalar_t* logits, const scalar_t* x, const scalar_t* z,
-                             const scalar_t* mu, const scalar_t* logvar, scalar_t* log_weights,
-                             scalar_t* dlogits, int64_t num_rows, int64_t batch,
-                             int64_t data_dim, int64_t latent_dim, cudaStream_t stream) {
-  const int threads = row_block_threads(std::max(data_dim / kVec, latent_dim));
-  log_weights_kernel<scalar_t, kVec, kWriteGrad><<<grid_blocks(num_rows), threads, 0, stream>>>(
-      logits, x, z, mu, logvar, log_weights, dlogits, num_rows, batch, data_dim, latent_dim);
-}
-
-template <typename scalar_t, int kVec, bool kRecompute>
-void launch_logits_grad_rows(const scalar_t* grad_log_weights, const scalar_t* source,
-                             const scalar_t* x, scalar_t* grad_logits, int64_t num_rows,
-                             int64_t batch, int64_t data_dim, cudaStream_t stream) {
-  const int threads = row_block_threads(data_dim / kVec);
-  logits_grad_kernel<scalar_t, kVec, kRecompute><<<grid_blocks(num_rows), threads, 0, stream>>>(
-      grad_log_weights, source, x, grad_logits, num_rows, batch, data_dim);
-}
-
 // iwae_log_weights, and with kWriteGrad iwae_log_weights_and_grad (dlogits is
-// null without it; a null pointer counts as aligned).
+// null without it).
 template <typename scalar_t, bool kWriteGrad>
 cudaError_t log_weights_forward(const scalar_t* logits, const scalar_t* x, const scalar_t* z,
                                 const scalar_t* mu, const scalar_t* logvar,
@@ -323,16 +173,12 @@ cudaError_t log_weights_forward(const scalar_t* logits, const scalar_t* x, const
                                 cudaStream_t stream) {
   const int64_t num_rows = num_samples * batch;
   if (num_rows == 0) return cudaSuccess;
-  if (can_pack<scalar_t>(data_dim, {logits, x, dlogits})) {
-    launch_log_weights_rows<scalar_t, kPackWidth<scalar_t>, kWriteGrad>(
-        logits, x, z, mu, logvar, log_weights, dlogits, num_rows, batch, data_dim, latent_dim,
-        stream);
-  } else {
-    launch_log_weights_rows<scalar_t, 1, kWriteGrad>(logits, x, z, mu, logvar, log_weights,
-                                                     dlogits, num_rows, batch, data_dim,
-                                                     latent_dim, stream);
-  }
-  return cudaGetLastError();
+  return with_pack_width<scalar_t>(data_dim, {logits, x, dlogits}, [&](auto vec) {
+    constexpr int kVec = decltype(vec)::value;
+    const int threads = row_block_threads(std::max(data_dim / kVec, latent_dim));
+    log_weights_kernel<scalar_t, kVec, kWriteGrad><<<grid_blocks(num_rows), threads, 0, stream>>>(
+        logits, x, z, mu, logvar, log_weights, dlogits, num_rows, batch, data_dim, latent_dim);
+  });
 }
 
 // The backward of both forms: grad_logits from `source` (logits and x with
@@ -344,24 +190,14 @@ cudaError_t log_weights_backward(const scalar_t* grad_log_weights, const scalar_
                                  scalar_t* grad_z, scalar_t* grad_mu, scalar_t* grad_logvar,
                                  int64_t num_samples, int64_t batch, int64_t data_dim,
                                  int64_t latent_dim, cudaStream_t stream) {
-  const int64_t num_rows = num_samples * batch;
-  if (num_rows > 0 && data_dim > 0) {
-    if (can_pack<scalar_t>(data_dim, {source, x, grad_logits})) {
-      launch_logits_grad_rows<scalar_t, kPackWidth<scalar_t>, kRecompute>(
-          grad_log_weights, source, x, grad_logits, num_rows, batch, data_dim, stream);
-    } else {
-      launch_logits_grad_rows<scalar_t, 1, kRecompute>(grad_log_weights, source, x,
-                                                       grad_logits, num_rows, batch, data_dim,
-                                                       stream);
-    }
-    const cudaError_t error = cudaGetLastError();
-    if (error != cudaSuccess) return error;
-  }
+  const cudaError_t error = launch_logits_grad<scalar_t, kRecompute>(
+      grad_log_weights, source, x, grad_logits, num_samples * batch, batch, data_dim, stream);
+  if (error != cudaSuccess) return error;
   const int64_t columns = batch * latent_dim;
   if (columns == 0) return cudaSuccess;
-  latent_grads_kernel<scalar_t><<<column_grid(columns), dim3(kColumnTile, kSampleLanes), 0,
-                                  stream>>>(grad_log_weights, z, mu, logvar, grad_z, grad_mu,
-                                            grad_logvar, num_samples, batch, latent_dim);
+  latent_grads_kernel<scalar_t><<<column_grid(columns), column_block(), 0, stream>>>(
+      grad_log_weights, z, mu, logvar, grad_z, grad_mu, grad_logvar, num_samples, batch,
+      latent_dim);
   return cudaGetLastError();
 }
 
@@ -418,7 +254,7 @@ template <typename scalar_t>
 cudaError_t launch_iwae_bound(const scalar_t* log_weights, scalar_t* bound, scalar_t* weights,
                               int64_t num_samples, int64_t batch, cudaStream_t stream) {
   if (batch == 0 || num_samples == 0) return cudaSuccess;
-  bound_kernel<scalar_t><<<column_grid(batch), dim3(kColumnTile, kSampleLanes), 0, stream>>>(
+  bound_kernel<scalar_t><<<column_grid(batch), column_block(), 0, stream>>>(
       log_weights, bound, weights, num_samples, batch);
   return cudaGetLastError();
 }
@@ -429,9 +265,8 @@ cudaError_t launch_iwae_bound_backward(const scalar_t* grad_bound,
                                        scalar_t* grad_log_weights, int64_t num_samples,
                                        int64_t batch, cudaStream_t stream) {
   if (batch == 0 || num_samples == 0) return cudaSuccess;
-  bound_grad_kernel<scalar_t><<<column_grid(batch), dim3(kColumnTile, kSampleLanes), 0,
-                                stream>>>(grad_bound, grad_weights, weights, grad_log_weights,
-                                          num_samples, batch);
+  bound_grad_kernel<scalar_t><<<column_grid(batch), column_block(), 0, stream>>>(
+      grad_bound, grad_weights, weights, grad_log_weights, num_samples, batch);
   return cudaGetLastError();
 }
 

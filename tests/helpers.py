@@ -1,9 +1,10 @@
-"""Shared test helpers: devices, dtypes, tolerances, inputs of the IWAE and diffusion ops,
-poisoning.
+"""Shared test helpers: devices, dtypes, tolerances, inputs of the IWAE, SBN and diffusion
+ops, memory layouts, poisoning.
 
 Shapes use k (samples per example), B (batch), D (data dimension) and Z
 (latent dimension), as in genvar_bench/ops/.
 """
+import dataclasses
 import zlib
 from dataclasses import dataclass, fields
 
@@ -36,7 +37,29 @@ def generator_for(request) -> torch.Generator:
 
 
 @dataclass
-class IwaeInputs:
+class LogWeightInputs:
+    """The tensor arguments of a log-weight op, in order; `x` is the data, the one input
+    that never requires grad."""
+
+    def tensors(self):
+        return tuple(getattr(self, field.name) for field in fields(self))
+
+    def map(self, function):
+        return type(self)(*(function(tensor) for tensor in self.tensors()))
+
+    def to(self, dtype=None, device=None):
+        return self.map(lambda tensor: tensor.to(dtype=dtype, device=device))
+
+    def requiring_grad(self):
+        """Fresh leaves; every input but the data x requires grad."""
+        return self.map(lambda tensor: tensor.detach().clone().requires_grad_(tensor is not self.x))
+
+    def differentiable(self):
+        return tuple(tensor for tensor in self.tensors() if tensor is not self.x)
+
+
+@dataclass
+class IwaeInputs(LogWeightInputs):
     """The inputs of iwae_log_weights: logits [k, B, D], x [B, D], z [k, B, Z],
     mu and logvar [B, Z]."""
     logits: torch.Tensor
@@ -45,23 +68,24 @@ class IwaeInputs:
     mu: torch.Tensor
     logvar: torch.Tensor
 
-    def tensors(self):
-        return tuple(getattr(self, field.name) for field in fields(self))
 
-    def map(self, function):
-        return IwaeInputs(*(function(tensor) for tensor in self.tensors()))
+@dataclass
+class SbnInputs(LogWeightInputs):
+    """The inputs of sbn_log_weights: logits [k, B, D], x [B, D], h [k, B, H],
+    prior_logits [H], q_logits [B, H]."""
+    logits: torch.Tensor
+    x: torch.Tensor
+    h: torch.Tensor
+    prior_logits: torch.Tensor
+    q_logits: torch.Tensor
 
-    def to(self, dtype=None, device=None):
-        return self.map(lambda tensor: tensor.to(dtype=dtype, device=device))
 
-    def requiring_grad(self):
-        """Fresh leaves; every input but the data x requires grad."""
-        leaves = self.map(lambda tensor: tensor.detach().clone().requires_grad_())
-        leaves.x.requires_grad_(False)
-        return leaves
-
-    def differentiable(self):
-        return (self.logits, self.z, self.mu, self.logvar)
+def planted(generator, values, planted_values):
+    """`values` with `planted_values` written at random positions."""
+    flat = values.view(-1)
+    positions = torch.randperm(flat.numel(), generator=generator)[:len(planted_values)]
+    flat[positions] = torch.tensor(planted_values, dtype=flat.dtype)[:len(positions)]
+    return values
 
 
 def make_iwae_inputs(generator, num_samples, batch, data_dim, latent_dim, *, dtype=torch.float64,
@@ -75,16 +99,32 @@ def make_iwae_inputs(generator, num_samples, batch, data_dim, latent_dim, *, dty
     def normal(*shape):
         return torch.randn(*shape, generator=generator, dtype=torch.float64)
 
-    logits = normal(num_samples, batch, data_dim) * logits_scale
-    flat_logits = logits.view(-1)
-    positions = torch.randperm(flat_logits.numel(), generator=generator)[:len(planted_logits)]
-    flat_logits[positions] = torch.tensor(planted_logits, dtype=torch.float64)[:len(positions)]
+    logits = planted(generator, normal(num_samples, batch, data_dim) * logits_scale, planted_logits)
     half = torch.full((batch, data_dim), 0.5, dtype=torch.float64)
     x = torch.bernoulli(half, generator=generator)
     mu = normal(batch, latent_dim)
     logvar = normal(batch, latent_dim) * 0.5
     z = mu + torch.exp(0.5 * logvar) * normal(num_samples, batch, latent_dim)
     return IwaeInputs(logits, x, z, mu, logvar).to(dtype=dtype, device=device)
+
+
+def make_sbn_inputs(generator, num_samples, batch, data_dim, latent_dim, *, dtype=torch.float64,
+                    device="cpu", logits_scale=3.0, planted_logits=()):
+    """Random inputs drawn in float64 on the CPU, then cast (so the float64 reference
+    on upcast inputs sees exactly the kernel's inputs). x and h are binary;
+    `planted_logits` go into logits, prior_logits and q_logits alike."""
+    def normal(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64) * logits_scale
+
+    def coin_flips(*shape):
+        return torch.bernoulli(torch.full(shape, 0.5, dtype=torch.float64), generator=generator)
+
+    inputs = SbnInputs(
+        planted(generator, normal(num_samples, batch, data_dim), planted_logits),
+        coin_flips(batch, data_dim), coin_flips(num_samples, batch, latent_dim),
+        planted(generator, normal(latent_dim), planted_logits),
+        planted(generator, normal(batch, latent_dim), planted_logits))
+    return inputs.to(dtype=dtype, device=device)
 
 
 def make_log_weights(generator, num_samples, batch, *, dtype=torch.float64, device="cpu",
@@ -286,3 +326,56 @@ def check_training_path(op_name, entry, reference, args, wrt, generator):
     first = torch.autograd.grad(output, [leaves[i] for i in wrt], grad_output, retain_graph=True)
     second = torch.autograd.grad(output, [leaves[i] for i in wrt], grad_output)
     torch.testing.assert_close(second, first, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# Small pieces the op tests share.
+
+
+def shape_id(shape):
+    """"3x2x5" rather than pytest's "shape0" in test ids."""
+    return "x".join(map(str, shape))
+
+
+def random_like(generator, tensor):
+    """N(0, 1) drawn in float64 on the CPU, cast and moved like `tensor`."""
+    return torch.randn(tensor.shape, generator=generator, dtype=torch.float64).to(tensor)
+
+
+def replaced(inputs, **changes):
+    """A copy of an inputs dataclass with some fields changed."""
+    return dataclasses.replace(inputs, **changes)
+
+
+def gradients(function, inputs, wrt, grad_outputs):
+    """Gradients of function(*inputs) (one output or a tuple) with respect to inputs[i]
+    for i in `wrt`, contracted with grad_outputs, taken on fresh leaves."""
+    leaves = [tensor.detach().clone().requires_grad_(index in wrt)
+              for index, tensor in enumerate(inputs)]
+    outputs = function(*leaves)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return torch.autograd.grad(outputs, [leaves[index] for index in wrt], grad_outputs)
+
+
+# Memory layouts: the same values as `tensor`, stored otherwise.
+
+def transposed(tensor):
+    """The last two dimensions swapped in memory; a 1-d tensor strided instead."""
+    return strided(tensor) if tensor.dim() == 1 else tensor.mT.contiguous().mT
+
+
+def strided(tensor):
+    """Every other element of a buffer twice as long in the last dimension."""
+    buffer = tensor.new_empty(*tensor.shape[:-1], 2 * tensor.shape[-1])
+    view = buffer[..., ::2]
+    view.copy_(tensor)
+    return view
+
+
+def misaligned(tensor):
+    """Contiguous, but starting one element into its storage: the base pointer is not
+    16-byte aligned (the CUDA kernels' packed loads must notice)."""
+    buffer = tensor.new_empty(tensor.numel() + 1)
+    view = buffer[1:].view(tensor.shape)
+    view.copy_(tensor)
+    return view

@@ -4,7 +4,6 @@ element written. Agreement with the references is in test_diffusion_ops.py.
 
 Shapes are (T', B, D): step slices, batch and data dimension; T = 1000 schedule steps.
 """
-import dataclasses
 
 import pytest
 import torch
@@ -12,7 +11,8 @@ import torch
 import genvar_bench  # noqa: F401  (loads the op library, registers fake kernels and autograd)
 from genvar_bench.ops.diffusion import diffusion_binomial_kl_ref, diffusion_gaussian_kl_ref
 from helpers import (DEVICES, DTYPES, assert_close_to_reference, dtype_id, generator_for,
-                     make_diffusion_inputs, poison_allocator, reference_pair, requires_cuda_ops)
+                     make_diffusion_inputs, poison_allocator, reference_pair, replaced,
+                     requires_cuda_ops, strided, transposed)
 
 genvar = torch.ops.genvar
 NAN = float("nan")
@@ -30,10 +30,6 @@ def calls(kind, inputs):
     grad = torch.ones(inputs.steps.shape, dtype=inputs.outputs[0].dtype)
     return [lambda: OPS[kind](*inputs.args()), lambda: AND_GRAD_OPS[kind](*inputs.args()),
             lambda: BACKWARD_OPS[kind](grad, *inputs.args())]
-
-
-def replaced(inputs, **changes):
-    return dataclasses.replace(inputs, **changes)
 
 
 def replaced_output(index, function):
@@ -164,19 +160,6 @@ def test_rejects_mixed_devices(request, argument):
 
 # ---------------------------------------------------------------------------
 # Memory layouts, empty sizes
-
-
-def transposed(tensor):
-    """Same values, last two dimensions swapped in memory."""
-    return tensor.mT.contiguous().mT
-
-
-def strided(tensor):
-    """Same values, every other element of a buffer twice as long in the last dimension."""
-    buffer = tensor.new_empty(*tensor.shape[:-1], 2 * tensor.shape[-1])
-    view = buffer[..., ::2]
-    view.copy_(tensor)
-    return view
 
 
 LAYOUTS = {"transposed": transposed, "strided": strided}

@@ -14,7 +14,7 @@ from genvar_bench.ops.diffusion import (binomial_schedule, diffusion_binomial_kl
                                         diffusion_gaussian_kl_ref, fused_diffusion_binomial_kl,
                                         fused_diffusion_gaussian_kl, gaussian_schedule)
 from helpers import (DEVICES, DTYPES, assert_close_to_reference, dtype_id, generator_for,
-                     make_diffusion_inputs, reference_pair)
+                     make_diffusion_inputs, reference_pair, shape_id)
 
 genvar = torch.ops.genvar
 KINDS = ["binomial", "gaussian"]
@@ -28,10 +28,6 @@ REFERENCES = {"binomial": diffusion_binomial_kl_ref, "gaussian": diffusion_gauss
 # T' = B = 1, D odd, MNIST-sized D, many rows.
 SHAPES = [(1, 1, 1), (2, 3, 13), (5, 4, 784), (40, 25, 20)]
 SCHEDULES = ["paper", "linear"]
-
-
-def shape_id(shape):
-    return "x".join(map(str, shape))
 
 
 def output_gradients(function, inputs, upstream):

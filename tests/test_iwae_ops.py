@@ -3,16 +3,15 @@ references in genvar_bench/ops/, which are the specification.
 
 Shapes are (k, B, D, Z): samples per example, batch, data and latent dimension.
 """
-import dataclasses
 
 import pytest
 import torch
 
 import genvar_bench  # noqa: F401  (loads the op library, registers fake kernels and autograd)
 from genvar_bench.ops import iwae_bound_ref, iwae_log_weights_ref
-from helpers import (DEVICES, DTYPES, assert_close_to_reference, dtype_id, generator_for,
-                     make_iwae_inputs, make_log_weights, poison_allocator, reference_pair,
-                     requires_cuda_ops)
+from helpers import (DEVICES, DTYPES, assert_close_to_reference, dtype_id, generator_for, gradients,
+                     make_iwae_inputs, make_log_weights, misaligned, poison_allocator, random_like,
+                     reference_pair, replaced, requires_cuda_ops, shape_id, strided, transposed)
 
 genvar = torch.ops.genvar
 NAN, INF = float("nan"), float("inf")
@@ -26,20 +25,6 @@ LOGIT_RANGES = {
 }
 # (k, B); sums over thousands of samples have their own test, test_sums_over_large_k_are_accurate.
 BOUND_SHAPES = [(1, 1), (1, 5), (7, 1), (50, 100), (300, 20)]
-
-
-def shape_id(shape):
-    return "x".join(map(str, shape))
-
-
-def gradients(function, inputs, wrt, grad_outputs):
-    """Gradients of function(*inputs) with respect to inputs[i] for i in `wrt`,
-    contracted with grad_outputs, taken on fresh leaves."""
-    leaves = [tensor.detach().clone().requires_grad_(index in wrt)
-              for index, tensor in enumerate(inputs)]
-    outputs = function(*leaves)
-    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    return torch.autograd.grad(outputs, [leaves[index] for index in wrt], grad_outputs)
 
 
 def reference_gradient_pair(reference, inputs, wrt, grad_outputs):
@@ -58,10 +43,6 @@ def gradient_triplet(op, reference, inputs, wrt, grad_outputs):
 
 
 LOG_WEIGHTS_DIFFERENTIABLE = (0, 2, 3, 4)  # logits, z, mu, logvar; not the data x
-
-
-def random_like(generator, tensor):
-    return torch.randn(tensor.shape, generator=generator, dtype=torch.float64).to(tensor)
 
 
 # ---------------------------------------------------------------------------
@@ -212,10 +193,6 @@ def test_sums_over_large_k_are_accurate(request, device, dtype):
 # Argument checks: a clear error that names the argument
 
 
-def replaced(inputs, **changes):
-    return dataclasses.replace(inputs, **changes)
-
-
 # name -> (change to valid float32 inputs with k = 3, B = 2, D = 5, Z = 4; argument named first)
 BAD_LOG_WEIGHTS_INPUTS = {
     "logits rank 2": (lambda i: replaced(i, logits=i.logits[0]), "logits"),
@@ -310,28 +287,6 @@ def test_backward_with_x_requiring_grad_raises_naming_x(request, device):
 
 # ---------------------------------------------------------------------------
 # Memory layouts and empty batches
-
-
-def transposed(tensor):
-    """Same values, last two dimensions swapped in memory."""
-    return tensor.mT.contiguous().mT
-
-
-def strided(tensor):
-    """Same values, every other element of a buffer twice as long in the last dimension."""
-    buffer = tensor.new_empty(*tensor.shape[:-1], 2 * tensor.shape[-1])
-    view = buffer[..., ::2]
-    view.copy_(tensor)
-    return view
-
-
-def misaligned(tensor):
-    """Same values, contiguous but starting one element into its storage: the base
-    pointer is not 16-byte aligned (the CUDA kernels' packed loads must notice)."""
-    buffer = tensor.new_empty(tensor.numel() + 1)
-    view = buffer[1:].view(tensor.shape)
-    view.copy_(tensor)
-    return view
 
 
 LAYOUTS = {"transposed": transposed, "strided": strided, "misaligned": misaligned}

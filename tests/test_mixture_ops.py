@@ -12,7 +12,8 @@ import genvar_bench  # noqa: F401  (loads the op library, registers fake kernels
 from genvar_bench.ops import get_ops
 from genvar_bench.ops.mixture import fused_mixture_log_density, mixture_log_density_ref
 from helpers import (DEVICES, DTYPES, assert_close_float64, assert_close_to_reference, dtype_id,
-                     generator_for, poison_allocator, reference_pair, requires_cuda_ops)
+                     generator_for, poison_allocator, random_like, reference_pair,
+                     requires_cuda_ops, shape_id, strided)
 
 genvar = torch.ops.genvar
 NAN, INF = float("nan"), float("inf")
@@ -27,10 +28,6 @@ SCALES = [0.05, 0.2, 1.0]
 # (0.5 eps, the rounding of the result, wherever the refinement is on), against
 # up to 35 eps for the float32 reference and 2e4 eps without the refinement.
 FLOAT32_RELATIVE_ERROR = 4 * FLOAT32_EPS
-
-
-def shape_id(shape):
-    return "x".join(map(str, shape))
 
 
 def make_inputs(generator, num_queries, num_components, dim, *, scale, offset=5.0,
@@ -49,10 +46,6 @@ def make_inputs(generator, num_queries, num_components, dim, *, scale, offset=5.
     z = torch.cat([centers[picks] + scale * normal(near, dim),
                    offset + 1.5 * normal(num_queries - near, dim)])
     return z.to(dtype=dtype, device=device), centers.to(dtype=dtype, device=device)
-
-
-def random_like(generator, tensor):
-    return torch.randn(tensor.shape, generator=generator, dtype=torch.float64).to(tensor)
 
 
 def gradients(function, z, centers, scale, upstream):
@@ -248,13 +241,6 @@ def test_fused_backend_uses_the_op():
 
 # ---------------------------------------------------------------------------
 # Layouts, sizes, non-finite values, unwritten outputs
-
-
-def strided(tensor):
-    """Same values, every other element of a buffer twice as long in the last dimension."""
-    buffer = tensor.new_empty(tensor.shape[0], 2 * tensor.shape[1])
-    buffer[:, ::2] = tensor
-    return buffer[:, ::2]
 
 
 LAYOUTS = {

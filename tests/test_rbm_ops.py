@@ -15,7 +15,7 @@ import torch
 import genvar_bench  # noqa: F401  (loads the op library, registers fake kernels)
 from genvar_bench.ops import REFERENCE, get_ops
 from genvar_bench.ops.rbm import next_offset, philox4x32_10, rbm_gibbs_ref
-from helpers import DEVICES, generator_for, poison_allocator, requires_cuda_ops
+from helpers import (DEVICES, generator_for, poison_allocator, requires_cuda_ops, shape_id)
 
 rbm_gibbs = torch.ops.genvar.rbm_gibbs
 # B = D = H = 1; D and H not multiples of 4 (nor of a vector); more columns than one tile.
@@ -23,10 +23,6 @@ SHAPES = [(1, 1, 1), (3, 13, 7), (6, 33, 70), (5, 150, 21)]
 PRODUCTS = ["gather", "blas", "auto"]
 # Bias of both layers: few active units (the gather adds rows) or most (it subtracts).
 DENSITY_BIAS = {"low": -3.0, "high": 3.0}
-
-
-def shape_id(shape):
-    return "x".join(map(str, shape))
 
 
 def make_inputs(generator, chains, visible, hidden, *, bias=0.0, weight_scale=0.5,

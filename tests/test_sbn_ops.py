@@ -4,75 +4,21 @@ the pure-PyTorch reference in genvar_bench/ops/sbn.py, which is the specificatio
 Shapes are (k, B, D, H): samples per example, batch, data dimension and binary
 latent units.
 """
-import dataclasses
-from dataclasses import dataclass, fields
 
 import pytest
 import torch
 
 import genvar_bench  # noqa: F401  (loads the op library, registers fake kernels and autograd)
 from genvar_bench.ops.sbn import fused_sbn_log_weights, sbn_log_weights_ref
-from helpers import (DEVICES, DTYPES, assert_close_to_reference, dtype_id, generator_for,
-                     poison_allocator, reference_pair, requires_cuda_ops)
+from helpers import (DEVICES, DTYPES, assert_close_to_reference, dtype_id, generator_for, gradients,
+                     make_sbn_inputs, misaligned, poison_allocator, random_like, reference_pair,
+                     replaced, requires_cuda_ops, shape_id, strided, transposed)
 
 genvar = torch.ops.genvar
 NAN = float("nan")
 
 
-@dataclass
-class SbnInputs:
-    """logits [k, B, D], x [B, D], h [k, B, H], prior_logits [H], q_logits [B, H]."""
-    logits: torch.Tensor
-    x: torch.Tensor
-    h: torch.Tensor
-    prior_logits: torch.Tensor
-    q_logits: torch.Tensor
-
-    def tensors(self):
-        return tuple(getattr(self, field.name) for field in fields(self))
-
-    def map(self, function):
-        return SbnInputs(*(function(tensor) for tensor in self.tensors()))
-
-    def to(self, dtype=None, device=None):
-        return self.map(lambda tensor: tensor.to(dtype=dtype, device=device))
-
-    def requiring_grad(self):
-        """Fresh leaves; every input but the data x requires grad."""
-        return self.map(lambda tensor: tensor.detach().clone().requires_grad_(tensor is not self.x))
-
-    def differentiable(self):
-        return (self.logits, self.h, self.prior_logits, self.q_logits)
-
-
 DIFFERENTIABLE = (0, 2, 3, 4)  # logits, h, prior_logits, q_logits; not the data x
-
-
-def planted(generator, values, planted_values):
-    """`values` with `planted_values` written at random positions."""
-    flat = values.view(-1)
-    positions = torch.randperm(flat.numel(), generator=generator)[:len(planted_values)]
-    flat[positions] = torch.tensor(planted_values, dtype=flat.dtype)[:len(positions)]
-    return values
-
-
-def make_sbn_inputs(generator, num_samples, batch, data_dim, latent_dim, *, dtype=torch.float64,
-                    device="cpu", logits_scale=3.0, planted_logits=()):
-    """Random inputs drawn in float64 on the CPU, then cast (so the float64 reference
-    on upcast inputs sees exactly the kernel's inputs). x and h are binary;
-    `planted_logits` go into logits, prior_logits and q_logits alike."""
-    def normal(*shape):
-        return torch.randn(*shape, generator=generator, dtype=torch.float64) * logits_scale
-
-    def coin_flips(*shape):
-        return torch.bernoulli(torch.full(shape, 0.5, dtype=torch.float64), generator=generator)
-
-    inputs = SbnInputs(
-        planted(generator, normal(num_samples, batch, data_dim), planted_logits),
-        coin_flips(batch, data_dim), coin_flips(num_samples, batch, latent_dim),
-        planted(generator, normal(latent_dim), planted_logits),
-        planted(generator, normal(batch, latent_dim), planted_logits))
-    return inputs.to(dtype=dtype, device=device)
 
 
 def assert_matches_reference(actual, same_dtype_reference, float64_reference):
@@ -92,14 +38,6 @@ def assert_matches_reference(actual, same_dtype_reference, float64_reference):
                               flushed(float64_reference))
 
 
-def random_like(generator, tensor):
-    return torch.randn(tensor.shape, generator=generator, dtype=torch.float64).to(tensor)
-
-
-def shape_id(shape):
-    return "x".join(map(str, shape))
-
-
 # k = 1, B = 1, H = 1, D odd, D at a multiple of the CUDA pack width, no latents,
 # no data, the RWS training size.
 SHAPES = [(1, 1, 3, 1), (4, 1, 13, 1), (1, 6, 10, 4), (5, 7, 16, 3), (3, 4, 9, 0), (2, 3, 0, 5),
@@ -109,13 +47,6 @@ LOGIT_RANGES = {
     # Saturated sigmoids and softplus, where a naive log(1 + exp(l)) overflows.
     "extreme": dict(logits_scale=30.0, planted_logits=(100.0, -100.0, 80.0, -80.0, 1e4, -1e4)),
 }
-
-
-def gradients(function, inputs, wrt, grad_outputs):
-    """Gradients of function(*inputs) with respect to inputs[i] for i in `wrt`, on fresh leaves."""
-    leaves = [tensor.detach().clone().requires_grad_(index in wrt)
-              for index, tensor in enumerate(inputs)]
-    return torch.autograd.grad(function(*leaves), [leaves[index] for index in wrt], grad_outputs)
 
 
 def gradient_triplet(function, inputs, grad_log_weights, wrt=DIFFERENTIABLE):
@@ -323,10 +254,6 @@ def test_compiled_fullgraph_matches_eager(request, device, function):
 # Argument checks: a clear error that names the argument
 
 
-def replaced(inputs, **changes):
-    return dataclasses.replace(inputs, **changes)
-
-
 # name -> (change to valid float32 inputs with k = 3, B = 2, D = 5, H = 4; argument named first)
 BAD_INPUTS = {
     "logits rank 2": (lambda i: replaced(i, logits=i.logits[0]), "logits"),
@@ -429,28 +356,6 @@ def test_backward_with_x_requiring_grad_raises_naming_x(request, device, functio
 
 # ---------------------------------------------------------------------------
 # Memory layouts, empty batches, NaN
-
-
-def transposed(tensor):
-    """Same values, last two dimensions swapped in memory; a 1-d tensor strided instead."""
-    return strided(tensor) if tensor.dim() == 1 else tensor.mT.contiguous().mT
-
-
-def strided(tensor):
-    """Same values, every other element of a buffer twice as long in the last dimension."""
-    buffer = tensor.new_empty(*tensor.shape[:-1], 2 * tensor.shape[-1])
-    view = buffer[..., ::2]
-    view.copy_(tensor)
-    return view
-
-
-def misaligned(tensor):
-    """Same values, contiguous but one element into its storage: the base pointer is
-    not 16-byte aligned (the CUDA kernels' packed loads must notice)."""
-    buffer = tensor.new_empty(tensor.numel() + 1)
-    view = buffer[1:].view(tensor.shape)
-    view.copy_(tensor)
-    return view
 
 
 LAYOUTS = {"transposed": transposed, "strided": strided, "misaligned": misaligned}

@@ -45,6 +45,10 @@ class GaussianForward(ForwardProcess):
         self.register_buffer("skip", self.alpha_bar.sqrt() * DATA_VARIANCE / signal, persistent=False)
         self.register_buffer("scale", (DATA_VARIANCE * (1 - self.alpha_bar) / signal).sqrt(),
                              persistent=False)
+        # L_T's coefficients, as floats read once here: no host sync per step on a GPU
+        alpha_bar = float(self.alpha_bar[-1])
+        self.prior_alpha_bar = alpha_bar
+        self.prior_constant = -alpha_bar - math.log1p(-alpha_bar) if alpha_bar < 1 else math.inf
 
     def sample_marginal(self, x0, steps):
         alpha_bar = self.table(self.alpha_bar, steps, x0)
@@ -61,10 +65,8 @@ class GaussianForward(ForwardProcess):
         return -0.5 * (squared / beta + math.log(beta) + LOG_2PI).sum(-1)
 
     def prior_kl(self, x0):
-        alpha_bar = self.alpha_bar[-1].item()
-        # KL(N(sqrt(abar) x0, 1 - abar) || N(0, 1)) per dimension
-        constant = -alpha_bar - math.log1p(-alpha_bar) if alpha_bar < 1 else math.inf
-        return 0.5 * (alpha_bar * x0**2 + constant).sum(-1)
+        # KL(N(sqrt(abar_T) x0, 1 - abar_T) || N(0, 1)) per dimension
+        return 0.5 * (self.prior_alpha_bar * x0**2 + self.prior_constant).sum(-1)
 
 
 class GaussianReverse(ReverseProcess):

@@ -36,7 +36,7 @@ GAP_ROUNDING_NATS = 1e-4
 TEXT_COLUMNS = ["dataset", "profile", "method", "variant", "device", "backend", "status",
                 "error", "nll_estimator", "active_units_per_layer", "binarization",
                 "torch_version", "device_name", "git_commit", "trained_at_commit",
-                "finished_at", "artifact"]
+                "finished_at", "artifact", "model"]
 
 
 class ResultsFileError(RuntimeError):

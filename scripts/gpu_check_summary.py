@@ -97,9 +97,9 @@ def device_rows(folder: Path) -> list[str]:
     """The test NLL and training speed of each configuration on the CPU and on CUDA."""
     import pandas as pd
 
-    from genvar_bench.results import read_table
-
-    frames = [read_table(path) for path in sorted(folder.glob("run/*/*/results.csv"))]
+    # pandas alone (no genvar_bench import): the summary must print when the build failed.
+    text = {name: str for name in ("dataset", "method", "variant", "device", "status")}
+    frames = [pd.read_csv(path, dtype=text) for path in sorted(folder.glob("run/*/*/results.csv"))]
     if not frames:
         return ["  (no rows: the run did not finish)"]
     table = pd.concat(frames, ignore_index=True)

@@ -16,12 +16,12 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["threads"] = torch.get_num_threads()
     machine_info["cpu_name"] = device_model_name(torch.device("cpu"))
     if torch.cuda.is_available():
-        machine_info["cuda_device"] = torch.cuda.getdevice_model_name()
+        machine_info["cuda_device"] = torch.cuda.get_device_name()
 
 
 def median_seconds_by_group(benchmarks):
     """{group: {implementation: median seconds}} for benchmarks that ran."""
-    medians = defaultdict(dict)
+    medians: defaultdict[str, dict[str, float]] = defaultdict(dict)
     for bench in benchmarks:
         implementation = bench.extra_info.get("implementation")
         if implementation and bench.stats:  # no stats when skipped or disabled

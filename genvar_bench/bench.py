@@ -10,6 +10,7 @@ of this run there (an explicit step, to be committed with the change that earns 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -38,28 +39,59 @@ def baseline_path(device: str) -> Path:
 
 
 def run_benchmarks(device: str, select: str | None, json_path: Path) -> None:
-    """Runs the benchmarks of one device (and `-k select`), raw results to json_path."""
+    """Runs the benchmarks of one device (and `-k select`), raw results to json_path;
+    exits with a one-line error when they fail or none of them runs."""
     expression = device if select is None else f"{device} and ({select})"
     command = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-q", "-p", "no:cacheprovider",
                "-k", expression, f"--benchmark-json={json_path}"]
-    print(" ".join(command), file=sys.stderr, flush=True)
-    result = subprocess.run(command, cwd=ROOT)
+    print(" ".join(command), flush=True)  # stdout, beside pytest's: stderr is for the verdict
+    # pytest's stderr is held back: when nothing ran, it is only pytest-benchmark's
+    # "Not saving anything" warning, which the one-line error below replaces.
+    result = subprocess.run(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    nothing_ran = result.returncode == 5 or (result.returncode == 0 and json_path.stat().st_size == 0)
+    if nothing_ran:
+        selection = f"-k {select!r}" if select else "the benchmark selection"
+        sys.exit(f"error: {selection} runs no {device} benchmark; see which there are with "
+                 f"`python -m pytest benchmarks --collect-only -q -k {device}`")
+    sys.stderr.write(result.stderr)
     if result.returncode != 0:
-        raise RuntimeError(f"the benchmarks failed (exit {result.returncode})")
+        sys.exit(f"error: the benchmarks failed (pytest exit {result.returncode}); see its output above")
 
 
 def speedups(json_path: Path) -> dict[str, float]:
-    """{"<group> / vs <baseline>": reference median / fused median} of one run."""
+    """{"<group> / vs <baseline>": reference median / fused median} of one run; exits with
+    a one-line error when json_path is missing or no pytest-benchmark JSON."""
     from genvar_bench.report import kernel_speedups
 
-    table = kernel_speedups(json_path)
+    remedy = "pass the file `pytest --benchmark-json=FILE` wrote, or leave out --json to run the benchmarks"
+    if not json_path.is_file():
+        sys.exit(f"error: no benchmark results at {json_path} (--json); {remedy}")
+    try:
+        results = json.loads(json_path.read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"error: {json_path} is not JSON ({type(error).__name__}: {error}); {remedy}")
+    if not isinstance(results, dict) or not isinstance(results.get("benchmarks"), list):
+        sys.exit(f"error: {json_path} holds no list of benchmarks: not a pytest-benchmark JSON; {remedy}")
+    try:
+        table = kernel_speedups(json_path)
+    except (KeyError, TypeError, AttributeError, ZeroDivisionError) as error:
+        sys.exit(f"error: {json_path} has malformed benchmarks ({type(error).__name__}: {error}); {remedy}")
     return {f"{row.group} / vs {row.baseline}": float(row.speedup) for row in table.itertuples()}
+
+
+def check_tolerance(tolerance: float) -> None:
+    """A tolerance is the fraction a ratio may fall below its baseline: at 1 or more any
+    ratio passes, so it must lie in [0, 1)."""
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"--tolerance {tolerance} is not a fraction in [0, 1), e.g. 0.2 to allow "
+                         "speed-ups 20% below the baseline")
 
 
 def compare(current: dict[str, float], stored: dict[str, float],
             tolerance: float = TOLERANCE) -> list[tuple[str, float, float, bool]]:
     """(name, stored, current, ok) for every stored ratio; ok unless the current ratio is
     more than `tolerance` below the stored one, or missing from this run."""
+    check_tolerance(tolerance)
     results = []
     for name, expected in sorted(stored.items()):
         now = current.get(name, float("nan"))
@@ -67,17 +99,38 @@ def compare(current: dict[str, float], stored: dict[str, float],
     return results
 
 
-def read_baseline(path: Path) -> dict[str, float]:
-    """The stored speed-ups of a baseline file; exits with a one-line error when there is
-    none, it is not a baseline, or it holds no speed-ups."""
-    if not path.is_file():
-        sys.exit(f"error: no baseline at {path}; make one with `python -m genvar_bench bench "
-                 "--update-baseline`")
+def is_speedup(value) -> bool:
+    """A ratio a baseline can hold: a positive finite number (a zero, NaN or infinite one
+    would pass, or fail, any run)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+def load_speedups(path: Path) -> dict[str, float]:
+    """The speed-ups of an existing baseline file, each checked; exits with a one-line
+    error naming the file (and the entry) when it is not a valid baseline."""
     try:
         stored = json.loads(path.read_text())["speedups"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         sys.exit(f"error: {path} is not a baseline file ({type(error).__name__}: {error})")
-    if not isinstance(stored, dict) or not stored:
+    if not isinstance(stored, dict):
+        sys.exit(f"error: {path} is not a baseline file: its speedups are no mapping of name to ratio")
+    for name, value in stored.items():
+        if not is_speedup(value):
+            sys.exit(f"error: the baseline {path} is invalid: entry {name!r} is {value!r}, not a "
+                     "positive finite speed-up; delete that entry (`bench --update-baseline` "
+                     "then stores it anew)")
+    return stored
+
+
+def read_baseline(path: Path) -> dict[str, float]:
+    """The stored speed-ups of a baseline file; exits with a one-line error when there is
+    none, it is not a valid baseline, or it holds no speed-ups."""
+    if not path.is_file():
+        sys.exit(f"error: no baseline at {path}; make one with `python -m genvar_bench bench "
+                 "--update-baseline`")
+    stored = load_speedups(path)
+    if not stored:
         sys.exit(f"error: the baseline {path} holds no speed-ups: nothing to compare against")
     return stored
 
@@ -86,8 +139,16 @@ def command_bench(args) -> int:
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda asked for, but torch sees no CUDA device")
+    try:
+        check_tolerance(args.tolerance)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     path = Path(args.baseline) if args.baseline else baseline_path(device)
-    stored = read_baseline(path) if args.compare else {}  # checked before any benchmark runs
+    # Checked before any benchmark runs.
+    if args.compare:
+        stored = read_baseline(path)
+    else:
+        stored = load_speedups(path) if args.update_baseline and path.exists() else {}
     if args.json:
         json_path = Path(args.json)
     else:
@@ -97,9 +158,13 @@ def command_bench(args) -> int:
         run_benchmarks(device, args.select, json_path)
     current = speedups(json_path)
     if not current:
-        sys.exit(f"error: no fused-vs-reference pairs in {json_path}")
+        sys.exit(f"error: no fused-vs-reference pairs in {json_path}: nothing to measure; "
+                 "select benchmarks with a fused op and its reference (-k)")
     if args.update_baseline:
-        stored = json.loads(path.read_text())["speedups"] if path.exists() else {}
+        for name, ratio in current.items():
+            if not is_speedup(ratio):
+                sys.exit(f"error: this run's speed-up {name!r} is {ratio!r}, which no baseline can "
+                         "hold; check its benchmarks' medians, then rerun")
         stored.update(current)  # a partial run (-k) updates only what it measured
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({

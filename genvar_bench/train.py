@@ -10,11 +10,12 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from genvar_bench.atomic import write_atomic
+from genvar_bench.atomic import remove_stale_temporaries, write_atomic
 from genvar_bench import parallel
 from genvar_bench.profiles import Profile
 
@@ -53,6 +54,8 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
         optimizer = method.make_optimizer(profile)
         settings = method.epoch_settings(profile)
         batch_size = method.training_batch_size(profile)
+        if checkpoint is not None:
+            remove_stale_temporaries(checkpoint.parent)  # left by saves killed mid-write
         if checkpoint is not None and checkpoint.exists():
             stats = _resume(checkpoint, method, optimizer, generator, len(settings)) or stats
     except Exception as caught:
@@ -88,49 +91,163 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
 
 def _save_checkpoint(path: Path, method, optimizer, generator, stats: TrainStats,
                      num_epochs: int) -> None:
-    """Written atomically: a crash never leaves half a file."""
-    state = {"num_epochs": num_epochs, "method": method.state_dict(),
-             "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-             "torch_rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    """Written atomically: a crash never leaves half a file. Tensors and plain containers
+    only, which torch.load(weights_only=True) reads back."""
+    state = {"num_epochs": num_epochs, **_training_state(method, optimizer, generator),
              "stats": dataclasses.asdict(stats)}
     write_atomic(path, lambda temporary: torch.save(state, temporary))
 
 
+def _training_state(method, optimizer, generator) -> dict:
+    """What a resumed run needs besides its statistics (its tensors alias the live ones)."""
+    return {"method": method.state_dict(), "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _load_training_state(state: dict, method, optimizer, generator) -> None:
+    method.load_state_dict(state["method"])
+    optimizer.load_state_dict(state["optimizer"])
+    _check_optimizer_state(optimizer)
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
 def _resume(path: Path, method, optimizer, generator, num_epochs: int) -> TrainStats | None:
-    """Loads a checkpoint into the training state; None (and a warning) when it belongs
-    to a run of another length, which then starts afresh."""
+    """Loads a checkpoint into the training state. None, with a warning, when it belongs
+    to a run of another length (left for that run); also None when it cannot be resumed
+    for any reason, which the warning names: it is set aside, and the training state is
+    left as it was, so that the run starts afresh rather than failing on every rerun."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(state, dict) or "num_epochs" not in state:
-            raise ValueError("not a training checkpoint")
-    except Exception as error:  # truncated, corrupt or foreign: set aside, start afresh
-        aside = _set_aside(path)
-        warnings.warn(f"checkpoint {path} is unreadable ({type(error).__name__}: "
-                      f"{str(error).splitlines()[0] if str(error) else ''}); moved to {aside.name}, "
-                      "training starts afresh")
+        # Plain data only: unpickling a planted or foreign file must not run its code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt, foreign, or one that would run code
+        _discard(path, "is unreadable", error)
+        return None
+    try:
+        _check_checkpoint(state)
+    except Exception as error:  # ValueError naming the field, or one a check tripped on
+        _discard(path, "cannot be resumed", error)
         return None
     if state["num_epochs"] != num_epochs:
         warnings.warn(f"{path} is from a run of {state['num_epochs']} epochs, not "
                       f"{num_epochs}: training starts afresh")
         return None
-    fresh = copy.deepcopy(method.state_dict())
+    fresh = copy.deepcopy(_training_state(method, optimizer, generator))
     try:
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, KeyError, ValueError) as error:  # another model's state
-        method.load_state_dict(fresh)
-        aside = _set_aside(path)
-        warnings.warn(f"checkpoint {path} does not fit this model ({str(error).splitlines()[0]}); "
-                      f"moved to {aside.name}, training starts afresh")
+        _check_model_state(state["method"], fresh["method"])
+        _load_training_state(state, method, optimizer, generator)
+    except Exception as error:  # another model's state, or one a step would fail on
+        _load_training_state(fresh, method, optimizer, generator)  # undo a partial load
+        _discard(path, "cannot be resumed", error)
         return None
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
     stats = TrainStats(**state["stats"])
-    stats.history = [tuple(entry) for entry in stats.history]
+    stats.history = [(epoch, seconds, loss) for epoch, seconds, loss in stats.history]
     return stats
+
+
+def _discard(path: Path, problem: str, error: Exception) -> None:
+    aside = _set_aside(path)
+    warnings.warn(f"checkpoint {path} {problem} ({type(error).__name__}: {_reason(error)}); "
+                  f"moved to {aside.name}, training starts afresh")
+
+
+def _reason(error: Exception) -> str:
+    """The message on one line (load_state_dict's first line only says that it failed),
+    without torch.load's advice to retry with weights_only=False, which would run the
+    file's code: its next line names what the file would have run."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        lines = lines[1:2]
+    message = "; ".join(lines)
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
+_CHECKPOINT_FIELDS = {"num_epochs", "method", "optimizer", "generator", "torch_rng",
+                      "cuda_rng", "stats"}
+_STATS_FIELDS = {field.name for field in dataclasses.fields(TrainStats)}
+
+
+def _check_checkpoint(state) -> None:
+    """Raises ValueError naming the first field that `_save_checkpoint` could not have
+    written; the model and optimizer states are checked by their own load_state_dict."""
+    _check_fields("checkpoint", state, _CHECKPOINT_FIELDS)
+    _require(_is_int(state["num_epochs"]) and state["num_epochs"] >= 1,
+             f"num_epochs is {state['num_epochs']!r}, not a positive int")
+    for name in ("method", "optimizer"):
+        _require(isinstance(state[name], dict), f"{name} is a {type(state[name]).__name__}, not a dict")
+    for name in ("generator", "torch_rng"):
+        _require(_is_byte_tensor(state[name]), f"{name} is not a uint8 tensor")
+    _require(isinstance(state["cuda_rng"], list) and all(map(_is_byte_tensor, state["cuda_rng"])),
+             "cuda_rng is not a list of uint8 tensors")
+    _check_stats(state["stats"], state["num_epochs"])
+
+
+def _check_stats(stats, num_epochs: int) -> None:
+    _check_fields("stats", stats, _STATS_FIELDS)
+    epochs, history = stats["epochs"], stats["history"]
+    _require(_is_int(epochs) and 0 <= epochs <= num_epochs,
+             f"stats.epochs is {epochs!r}, not an int from 0 to num_epochs {num_epochs}")
+    _require(_is_int(stats["examples"]) and stats["examples"] >= 0,
+             f"stats.examples is {stats['examples']!r}, not an int >= 0")
+    _require(_is_real(stats["seconds"]) and stats["seconds"] >= 0,
+             f"stats.seconds is {stats['seconds']!r}, not a number >= 0")
+    # One (epoch, seconds, loss) per epoch done, numbered from 1, as `train` appends them.
+    _require(isinstance(history, list) and len(history) == epochs and all(
+        isinstance(entry, (tuple, list)) and len(entry) == 3 and _is_int(entry[0])
+        and entry[0] == number and _is_real(entry[1]) and _is_real(entry[2])
+        for number, entry in enumerate(history, 1)),
+        "stats.history is not one (epoch, seconds, loss) per epoch done")
+
+
+def _check_fields(where: str, found, expected: set[str]) -> None:
+    _require(isinstance(found, dict), f"{where} is a {type(found).__name__}, not a dict")
+    missing, unknown = expected - found.keys(), found.keys() - expected
+    _require(not missing, f"{where} lacks fields {sorted(map(str, missing))}")
+    _require(not unknown, f"{where} has unknown fields {sorted(map(str, unknown))}")
+
+
+def _check_model_state(saved: dict, expected: dict) -> None:
+    """Methods size their empty buffers (persistent chains, prior codes) as loaded; any
+    other difference from this model's shapes would fail at the first step, on every rerun.
+    (load_state_dict itself reports missing, unknown and misshapen parameters.)"""
+    for key, value in saved.items():
+        want = expected.get(key)
+        if isinstance(want, torch.Tensor) and isinstance(value, torch.Tensor):
+            _require(value.dim() == want.dim() and all(
+                size in (0, got) for got, size in zip(value.shape, want.shape)),
+                f"method state {key} has shape {tuple(value.shape)}, not {tuple(want.shape)}")
+
+
+def _check_optimizer_state(optimizer) -> None:
+    """load_state_dict checks only the number of parameters per group: a moment or
+    momentum of another shape would fail at the first step, on every rerun. (Adam's and
+    SGD's per-parameter tensors are scalars or the parameter's shape.)"""
+    for parameter, state in optimizer.state.items():
+        for name, value in state.items():
+            _require(not isinstance(value, torch.Tensor) or value.dim() == 0
+                     or value.shape == parameter.shape,
+                     f"optimizer state {name} has shape {tuple(getattr(value, 'shape', ()))}, "
+                     f"not its parameter's {tuple(parameter.shape)}")
+
+
+def _require(condition: bool, reason: str) -> None:
+    if not condition:
+        raise ValueError(reason)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_byte_tensor(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
 
 
 def _set_aside(path: Path) -> Path:
@@ -168,7 +285,7 @@ def agree(error: Exception | None, device: torch.device, epochs: int | None = No
         if error is not None:
             raise error
         return
-    reports = [None] * world
+    reports: list[Any] = [None] * world  # all_gather_object: each process's (message, epochs)
     message = None if error is None else f"{type(error).__name__}: {error}"
     dist.all_gather_object(reports, (message, epochs))
     _raise_failures([report[0] for report in reports], error)
@@ -208,7 +325,7 @@ def _data_parallel(method, device: torch.device):
     # chains, or one checkpoint's): the RBMs' persistent chains differ by process.
     # (torch 2.13 renamed the option; older releases know only broadcast_buffers.)
     parameters = inspect.signature(DistributedDataParallel).parameters
-    buffers = ({"forward_sync_buffers": False} if "forward_sync_buffers" in parameters
+    buffers: dict[str, Any] = ({"forward_sync_buffers": False} if "forward_sync_buffers" in parameters
                else {"broadcast_buffers": False})
     return DistributedDataParallel(
         _LossModule(method), **buffers,
@@ -255,7 +372,7 @@ def _train_epoch(model, optimizer, train_data, batch_size, generator, bar) -> fl
         dist.all_reduce(summary)
         total = summary[0]
         if summary[1].item():
-            messages = [None] * world
+            messages: list[str | None] = [None] * world
             dist.all_gather_object(messages, None if error is None else f"{type(error).__name__}: {error}")
             _raise_failures(messages, error)
     mean_loss = total.item() / order.numel()

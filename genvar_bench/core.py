@@ -18,7 +18,7 @@ import abc
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -39,7 +39,9 @@ class Draw:
     `latents`: the latent layers, bottom-up, each [k, B, ...]. `params`: per layer, q's
     parameters at x that the layer was drawn from (a family's own: (mu, logvar) of a
     diagonal Gaussian, (probabilities, logits) of Bernoulli units), so that p's
-    `log_ratio` can score log q(tau | x) without a second pass through q."""
+    `log_ratio` can score log q(tau | x) without a second pass through q. What they are is
+    the q's family (`InferenceModel.q_family`): a p reads them only for a q of the family
+    its fused log ratio is written for (`GenerativeModel.fused_for_q`)."""
 
     latents: list[torch.Tensor]
     params: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
@@ -60,15 +62,28 @@ class InferenceModel(nn.Module):
       Q_GRADS); the first is the default. A fixed q (diffusion's forward process) has
       none but "none";
     - `has_log_prob`: log_prob is defined;
-    - `has_units`: it has latent units to count (unit_means is defined).
+    - `has_units`: it has latent units to count (unit_means is defined);
+    - `q_family`: the family whose parameters its draws carry in `Draw.params`, by name
+      (e.g. "diagonal-gaussian": per layer (mu, logvar) of q(z_l | .) itself), or None. A
+      p's fused `log_ratio` reads those parameters only for a q of the family it declares
+      (`GenerativeModel.fused_for_q`); any other q is scored as log p - log q. The claim
+      covers the `sample` and `log_prob` of the class that makes it: a subclass that
+      redefines either is of no family (None) unless it declares one itself.
     """
 
     can_sample: ClassVar[bool] = True
     q_grads: ClassVar[tuple[str, ...]] = ("none",)
     has_log_prob: ClassVar[bool] = True
     has_units: ClassVar[bool] = False
+    q_family: ClassVar[str | None] = None
     # The op set of the method holding this q (set by `Method`).
-    ops = None
+    ops: Any = None  # a SimpleNamespace of ops (`get_ops`); None until set
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A flow built on a Gaussian encoder must not inherit the Gaussian's family.
+        if "q_family" not in vars(cls) and ("sample" in vars(cls) or "log_prob" in vars(cls)):
+            cls.q_family = None
 
     def sample(self, x: torch.Tensor, num_samples: int, q_grad: str | None = None) -> Draw:
         """tau ~ q(tau | x), num_samples per example; q_grad one of `q_grads` (None:
@@ -106,12 +121,16 @@ class GenerativeModel(nn.Module):
 
     Every p has `log_ratio`. Declared abilities: `has_log_prob` (log_prob and
     log_likelihood are defined; where they are not, as for the RBM's chain, log_ratio is
-    exact without them) and `can_sample` (sample_latents, data_mean and sample are)."""
+    exact without them), `can_sample` (sample_latents, data_mean and sample are) and
+    `fused_for_q`: the q family (`InferenceModel.q_family`) that a fused `log_ratio`
+    holds for, or None where log_ratio assumes nothing of q. A fused log_ratio takes its
+    fused path only where `fuses(q)`, and is `exact_log_ratio` for any other q."""
 
     has_log_prob: ClassVar[bool] = True
     can_sample: ClassVar[bool] = True
+    fused_for_q: ClassVar[str | None] = None
     # The op set of the method holding this p (set by `Method`).
-    ops = None
+    ops: Any = None  # a SimpleNamespace of ops (`get_ops`); None until set
 
     def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
         """log p(x, tau) per example."""
@@ -123,6 +142,27 @@ class GenerativeModel(nn.Module):
 
     def log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
         """[k, B] log p(x, tau_i) - log q(tau_i | x) at the draw's tau_i."""
+        return self.exact_log_ratio(x, draw, q)
+
+    def fuses(self, q: InferenceModel) -> bool:
+        """Whether this p's fused log ratio holds for q: q declares the family it is for."""
+        return self.fused_for_q is not None and getattr(q, "q_family", None) == self.fused_for_q
+
+    def exact_log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
+        """[k, B] log p(x, tau_i) - log q(tau_i | x), the two densities apart; a TypeError
+        naming what is missing where p or q cannot score the draw."""
+        missing = [f"{type(model).__name__} ({role}) must provide log_prob(x, latents) = {what} "
+                   "and declare has_log_prob = True"
+                   for model, role, what, base in ((self, "p", "log p(x, tau)", GenerativeModel),
+                                                   (q, "q", "log q(tau | x)", InferenceModel))
+                   if not scores(model, base)]
+        if missing:
+            family = (f"its fused log ratio holds only for a q of family {self.fused_for_q!r} "
+                      f"and {type(q).__name__} declares q_family="
+                      f"{getattr(q, 'q_family', None)!r}, so " if self.fused_for_q is not None else "")
+            raise TypeError(f"{type(self).__name__}.log_ratio cannot score the draws of "
+                            f"{type(q).__name__}: {family}it needs the exact log p(x, tau) - "
+                            f"log q(tau | x), for which {'; and '.join(missing)}")
         return self.log_prob(x, draw.latents) - q.log_prob(x, draw.latents)
 
     def sample_latents(self, num_samples: int) -> list[torch.Tensor]:
@@ -140,6 +180,13 @@ class GenerativeModel(nn.Module):
     def own_parameter(self) -> torch.Tensor:
         """A parameter or buffer of p: the device and dtype of its draws."""
         return next(iter([*self.parameters(), *self.buffers()]))
+
+
+def scores(model: InferenceModel | GenerativeModel,
+           base: type[InferenceModel] | type[GenerativeModel]) -> bool:
+    """Whether a q or p has a log density: declared (`has_log_prob`) and defined (its class
+    implements log_prob, not the contract's stub)."""
+    return bool(model.has_log_prob) and type(model).log_prob is not base.log_prob
 
 
 class Method(nn.Module, abc.ABC):
@@ -249,6 +296,14 @@ class Method(nn.Module, abc.ABC):
         """Called once after training, before any bound is scored: a method whose
         p depends on the training set (the DAE's prior) fixes it here."""
 
+    def prepare_check(self, batch: torch.Tensor) -> None:
+        """Readies the method for the check before training (`preflight.check_method`,
+        which runs it on a copy, or puts the state back after), which then scores `batch`
+        with `bound` and `log_weights`: here `prepare_scoring(batch)`. A method whose
+        preparation is long (AIS) does a cheap one: the check needs well-formed figures,
+        not good ones."""
+        self.prepare_scoring(batch)
+
     def test_nll(self, x: torch.Tensor, eval_samples: int, progress=None):
         """(per-example estimate of -log p(x) [N], the estimator's name, and None or
         the estimate's split into named terms): here importance sampling with
@@ -311,7 +366,22 @@ class Option:
         return values
 
 
-METHODS: dict[str, Callable[..., Method]] = {}
+class MethodBuilder(Protocol):
+    """A registered method: a Method subclass or a function building one, with what
+    `register` (and `plugins.load_plugin`) set on it."""
+
+    name: str
+    options: tuple[Option, ...]
+    default_num_samples: tuple[int, ...] | None
+    data_kind: str
+    k_meaning: str
+    option_defaults: Callable[..., dict[str, object]] | None
+    plugin: str | None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Method: ...
+
+
+METHODS: dict[str, MethodBuilder] = {}
 
 
 def register(name: str, *, options: tuple[Option, ...] | None = None,

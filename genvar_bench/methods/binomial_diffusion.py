@@ -31,6 +31,11 @@ KAPPA_MAX = 40.0
 
 
 class BinomialForward(ForwardProcess):
+    # buffers, registered in __init__
+    rho: torch.Tensor
+    kappa: torch.Tensor
+    kappa_now: torch.Tensor
+
     def __init__(self, betas: torch.Tensor):
         super().__init__(betas)
         padded = torch.cat([betas.new_ones(1), betas])  # index t
@@ -65,9 +70,11 @@ class BinomialForward(ForwardProcess):
 class BinomialReverse(ReverseProcess):
     """p(x_T) = Bernoulli(1/2); p(x_{t-1} | x_t) = Bernoulli(sigmoid(logits(x_t, t)))."""
 
+    forward_process: BinomialForward
+
     def logits(self, states: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """[S, B, D] logits of p(x_{t-1} = 1 | x_t) for states [S, B, D], steps [S, B]."""
-        forward: BinomialForward = self.forward_process
+        forward = self.forward_process
         sign = 2 * states - 1
         # the network corrects the logit of x_0 given x_t under uniform data: sign * kappa_t
         x0_logits = sign * forward.table(forward.kappa_now, steps, states) + self.outputs(states, steps)
@@ -111,6 +118,7 @@ class BinomialDiffusion(DiffusionMethod):
                  backend: str = "fused", diffusion_steps: int | None = None,
                  schedule: str = "paper", network: str = "mlp"):
         check_config(layers, diffusion_steps, network)
+        assert diffusion_steps is not None  # check_config raised otherwise
         forward = BinomialForward(beta_schedule(schedule, diffusion_steps))
         reverse = BinomialReverse(forward, data_dim, network, outputs=1)
         super().__init__(forward, reverse, data_dim, num_samples, backend)

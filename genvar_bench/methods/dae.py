@@ -46,6 +46,8 @@ class MixturePriorDecoder(GaussianDecoder):
     """p(x | z) Bernoulli (the Gaussian-latent decoder), p(z) = (1/N) sum_n N(z; c_n,
     noise^2 I) over the codes c_n of the training set (`set_prior`)."""
 
+    prior_centers: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(self, data_dim: int, latent_dim: int, hidden: list[int], noise: float):
         super().__init__(data_dim, [latent_dim], [hidden])
         self.noise = noise
@@ -74,6 +76,8 @@ class MixturePriorDecoder(GaussianDecoder):
         return self.ops.mixture_log_density(flat, self.prior_centers, self.noise).reshape(z.shape[:-1])
 
     def log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
+        if not self.fuses(q):  # log_prob has the mixture prior already
+            return self.exact_log_ratio(x, draw, q)
         # The fused op scores against p(z) = N(0, I); swap in the mixture prior.
         z = draw.latents[0]
         return (super().log_ratio(x, draw, q) + self.log_prior(draw.latents)
@@ -102,6 +106,8 @@ class DenoisingAutoencoder(Method):
 
     # The prior's codes were kept on the method before they moved into p.
     moved_state = {"prior_centers": "p.prior_centers"}
+    q: GaussianEncoder
+    p: MixturePriorDecoder
 
     def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 1,
                  backend: str = "fused", noise: float = 0.8):

@@ -22,9 +22,10 @@ class TimeMLP(nn.Module):
         super().__init__()
         widths = [data_dim] + [hidden] * depth
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
-        self.step_embeddings = nn.ModuleList(nn.Embedding(num_steps, hidden) for _ in range(depth))
-        for embedding in self.step_embeddings:
+        embeddings = [nn.Embedding(num_steps, hidden) for _ in range(depth)]
+        for embedding in embeddings:
             nn.init.normal_(embedding.weight, std=0.1)
+        self.step_embeddings = nn.ModuleList(embeddings)
         self.out = nn.Linear(hidden, outputs * data_dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -49,10 +50,12 @@ class TimeConv(nn.Module):
         self.side = side
         widths = [1] + [channels] * depth
         self.layers = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths, widths[1:]))
-        self.step_embeddings = nn.ModuleList(nn.Embedding(num_steps, channels) for _ in range(depth))
-        for embedding in self.step_embeddings:
+        embeddings = [nn.Embedding(num_steps, channels) for _ in range(depth)]
+        for embedding in embeddings:
             nn.init.normal_(embedding.weight, std=0.1)
+        self.step_embeddings = nn.ModuleList(embeddings)
         self.out = nn.Conv2d(channels, outputs, 3, padding=1)
+        assert self.out.bias is not None  # bias=True, the default
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 

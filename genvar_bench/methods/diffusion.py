@@ -22,6 +22,7 @@ chunks of steps as p reads it, so that memory stays bounded at any T.
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import torch
 
@@ -94,6 +95,9 @@ class ForwardProcess(InferenceModel):
 
     can_sample = False  # a lazy ForwardTrajectory, not a Draw of latent layers
     q_grads = ("none",)
+    # buffers (float64), registered in __init__
+    betas: torch.Tensor
+    alpha_bar: torch.Tensor
 
     def __init__(self, betas: torch.Tensor):
         super().__init__()
@@ -116,8 +120,10 @@ class ForwardProcess(InferenceModel):
     def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
         """log q(x_{1:T} | x_0 = x) of a whole trajectory latents = [x_1, ..., x_T]."""
         states = [x.expand_as(latents[0]), *latents]
-        return sum(self.log_step(after, before, step)
-                   for step, (before, after) in enumerate(zip(states, states[1:]), 1))
+        total = x.new_zeros(())
+        for step, (before, after) in enumerate(zip(states, states[1:]), 1):
+            total = total + self.log_step(after, before, step)
+        return total
 
     @abc.abstractmethod
     def sample_marginal(self, x0: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -163,6 +169,9 @@ class ReverseProcess(GenerativeModel):
     """p(x_{0:T}): a fixed prior p(x_T) and learned kernels p(x_{t-1} | x_t) = f(x_t, t).
     A family defines the kernel's density (`step_log_prob`), its KL to q's posterior
     (`step_kl`), p(x_T) (`prior_log_prob`, `sample_prior`) and one reverse step."""
+
+    # held, not a submodule (set in __init__)
+    forward_process: ForwardProcess
 
     def __init__(self, forward_process: ForwardProcess, data_dim: int, network: str, outputs: int):
         super().__init__()
@@ -216,8 +225,10 @@ class ReverseProcess(GenerativeModel):
         steps = torch.ones(latents[0].shape[:-1], dtype=torch.long, device=x.device)
         return self.step_log_prob(x.expand_as(latents[0]), latents[0], steps)
 
+    # Narrower than GenerativeModel.log_ratio: p scores the trajectories of a ForwardProcess only.
     @torch.no_grad()
-    def log_ratio(self, x: torch.Tensor, draw: ForwardTrajectory, q: ForwardProcess) -> torch.Tensor:
+    def log_ratio(self, x: torch.Tensor, draw: ForwardTrajectory,  # type: ignore[override]
+                  q: ForwardProcess) -> torch.Tensor:
         """[k, B] log p(x_{0:T}) - log q(x_{1:T} | x_0) of q's trajectories, summed in float64
         chunk by chunk as they are drawn."""
         total = torch.zeros(draw.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
@@ -268,7 +279,9 @@ class DiffusionMethod(Method):
 
     default_num_samples = (10,)
     # What the data must be: "binary" or "continuous" (checked by the command line).
-    data_kind: str
+    data_kind: ClassVar[str]
+    q: ForwardProcess
+    p: ReverseProcess
 
     def __init__(self, forward_process: ForwardProcess, reverse: ReverseProcess, data_dim: int,
                  num_samples: int, backend: str):
@@ -297,12 +310,13 @@ class DiffusionMethod(Method):
             if start == 1:
                 reconstruction = terms[0]
             total = total + terms.sum(0)
+        assert reconstruction is not None  # the first chunk starts at step 1
         return {"reconstruction": reconstruction, "kl": total - reconstruction}
 
     def test_nll(self, x: torch.Tensor, eval_samples: int, progress=None):
         """Per-example bound with all T steps summed (eval_samples is not used: the
         KLs are exact), its name, and its split into reconstruction and kl."""
-        parts = {"reconstruction": [], "kl": []}
+        parts: dict[str, list[torch.Tensor]] = {"reconstruction": [], "kl": []}
         batch_size = max(1, min(1000, MAX_ELEMENTS // x.shape[1]))
         for start in range(0, x.shape[0], batch_size):
             terms = self.bound_terms(x[start:start + batch_size])
@@ -310,9 +324,9 @@ class DiffusionMethod(Method):
                 parts[name].append(terms[name])
             if progress is not None:
                 progress(terms["kl"].shape[0])
-        parts = {name: torch.cat(values) for name, values in parts.items()}
-        nll = parts["reconstruction"] + parts["kl"]
-        return nll, f"bound, {self.num_steps} exact-KL steps", parts
+        joined = {name: torch.cat(values) for name, values in parts.items()}
+        nll = joined["reconstruction"] + joined["kl"]
+        return nll, f"bound, {self.num_steps} exact-KL steps", joined
 
     def importance_bound_samples(self, num_examples, candidates):
         """The k whose k-trajectory bounds fit TRAJECTORY_BUDGET together."""

@@ -29,6 +29,13 @@ DATA_VARIANCE = 0.25
 
 
 class GaussianForward(ForwardProcess):
+    # buffers, registered in __init__
+    mean_x0: torch.Tensor
+    mean_xt: torch.Tensor
+    log_beta: torch.Tensor
+    skip: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, betas: torch.Tensor):
         super().__init__(betas)
         current, previous = self.alpha_bar[1:], self.alpha_bar[:-1]
@@ -72,9 +79,11 @@ class GaussianForward(ForwardProcess):
 class GaussianReverse(ReverseProcess):
     """p(x_T) = N(0, I); p(x_{t-1} | x_t) = N(mean(x_t, t), exp(log_var(x_t, t)))."""
 
+    forward_process: GaussianForward
+
     def mean_and_log_var(self, states: torch.Tensor, steps: torch.Tensor):
         """[S, B, D] mean and log-variance of p(x_{t-1} | x_t) for states [S, B, D], steps [S, B]."""
-        forward: GaussianForward = self.forward_process
+        forward = self.forward_process
         denoised, correction = self.outputs(states, steps).chunk(2, dim=-1)
         predicted_x0 = (forward.table(forward.skip, steps, states) * states
                         + forward.table(forward.scale, steps, states) * denoised)
@@ -113,6 +122,7 @@ class GaussianDiffusion(DiffusionMethod):
                  backend: str = "fused", diffusion_steps: int | None = None,
                  schedule: str = "paper", network: str = "mlp"):
         check_config(layers, diffusion_steps, network)
+        assert diffusion_steps is not None  # check_config raised otherwise
         forward = GaussianForward(beta_schedule(schedule, diffusion_steps))
         reverse = GaussianReverse(forward, data_dim, network, outputs=2)
         super().__init__(forward, reverse, data_dim, num_samples, backend)

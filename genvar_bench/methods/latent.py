@@ -68,6 +68,8 @@ class GaussianEncoder(InferenceModel):
 
     q_grads = ("reparameterize", "reverse", "none")
     has_units = True
+    # Its draws carry (mu, logvar) of each layer's q(z_l | .): what GaussianDecoder fuses.
+    q_family = "diagonal-gaussian"
 
     def __init__(self, layers):
         """layers: modules h -> (mu, logvar), bottom-up (x -> z_1 first)."""
@@ -112,7 +114,7 @@ class GaussianEncoder(InferenceModel):
 
     def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
         """log q(z_1..z_L | x) of given latents z_l [..., B, Z_l], bottom-up."""
-        total, inputs = 0, x
+        total, inputs = x.new_zeros(()), x
         for layer, z in zip(self.layers, latents):
             mu, logvar = layer(inputs)
             total = total + gaussian_log_density(z, mu, logvar)
@@ -155,6 +157,9 @@ class BernoulliDecoder(GenerativeModel):
 class GaussianDecoder(BernoulliDecoder):
     """p(x | z_1) Bernoulli, p(z_l | z_{l+1}) diagonal Gaussian, p(z_L) = N(0, I)."""
 
+    # The fused log ratio reads q's (mu, logvar) from the draw: diagonal Gaussian q only.
+    fused_for_q = "diagonal-gaussian"
+
     def __init__(self, data_dim: int, latent_dims: list[int], hidden: list[list[int]]):
         super().__init__()
         top_down = latent_dims[::-1]
@@ -185,7 +190,10 @@ class GaussianDecoder(BernoulliDecoder):
     def log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
         """One fused op: log p(x | z_1) + log p(z_L) - log q(z_L | .) over the (k, B) grid,
         from q's mu and logvar in the draw; with two layers, plus the middle layer's
-        Gaussian log ratio."""
+        Gaussian log ratio. For a q of another family (a flow, say), whose draw's params
+        are not those of q(z | x), log p - log q apart (`exact_log_ratio`)."""
+        if not self.fuses(q):
+            return self.exact_log_ratio(x, draw, q)
         logits = self.logits(draw.latents[0])
         if len(draw.latents) == 1:
             (mu, logvar), = draw.params

@@ -27,6 +27,7 @@ Here k (the run's `--k`) is the number of Gibbs sweeps per update.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -66,7 +67,7 @@ class RBM(nn.Module):
         self.hidden_bias = nn.Parameter(torch.zeros(hidden_dim))
 
     @property
-    def parameters_tuple(self):
+    def parameters_tuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.weight, self.visible_bias, self.hidden_bias
 
     def visible_log_marginal(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,6 +110,8 @@ class GibbsChain(InferenceModel):
     so the chain's own density is not formed."""
 
     has_log_prob = False
+    # Its chains run on the RBM's own conditionals: what RBMGenerative's log ratio is exact for.
+    q_family = "rbm-gibbs-chain"
 
     def __init__(self, rbm: RBM, stream: ChainStream, sweeps: int):
         super().__init__()
@@ -132,6 +135,12 @@ class RBMGenerative(GenerativeModel):
     is exact without it."""
 
     has_log_prob = False
+    # Exact only for chains of the RBM's own conditionals (the module docstring).
+    fused_for_q = "rbm-gibbs-chain"
+
+    # buffers, registered in __init__
+    base_visible_bias: torch.Tensor
+    log_z: torch.Tensor
 
     def __init__(self, rbm: RBM, stream: ChainStream):
         super().__init__()
@@ -154,7 +163,10 @@ class RBMGenerative(GenerativeModel):
 
     def log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
         """[k, B] log p(x, tau) - log q(tau | x) along chains from x with p(z_k) the RBM's
-        marginal: Z_x - log Z for every chain (see the module docstring)."""
+        marginal: Z_x - log Z for every chain (see the module docstring). Another q's
+        chain does not cancel so: it needs log p and log q apart, which p lacks."""
+        if not self.fuses(q):
+            return self.exact_log_ratio(x, draw, q)
         return self.log_marginal(x).expand(draw.latents[0].shape[0], -1)
 
     @torch.no_grad()
@@ -178,10 +190,16 @@ class RBMMethod(Method):
     """Shared by rbm-cd and rbm-pcd: the RBM, its Philox chain stream, AIS scoring; the
     objective is CD-k (`loss`)."""
 
+    # The scoring protocol `prepare_scoring` follows (recorded in each row's spec).
+    scoring_settings: ClassVar[dict[str, int]] = {"ais_runs": 100, "ais_temperatures": 14500}
+
     persistent: bool = False
     learning_rate: float = 0.05
     # log Z and the base-rate model were kept on the method before they moved into p.
     moved_state = {"log_z": "p.log_z", "base_visible_bias": "p.base_visible_bias"}
+    q: GibbsChain
+    p: RBMGenerative
+    persistent_chains: torch.Tensor  # a buffer, registered in __init__
 
     def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 1,
                  backend: str = "fused", hidden: int | None = None):
@@ -295,6 +313,10 @@ class RBMMethod(Method):
                                dtype=torch.float64, device=p.log_z.device)
         self.ais_settings = f"{num_temperatures} temperatures, {num_runs} runs"
 
+    def prepare_check(self, batch: torch.Tensor) -> None:
+        """A rough log Z (AIS, 2 runs of 100 temperatures) for the check before training."""
+        self.prepare_scoring(batch, num_runs=2, num_temperatures=100)
+
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """[B] log Z - Z_x: the chain's KL is exact, so the bound is -log p(x) itself
         (with log Z from AIS, an estimate)."""
@@ -313,14 +335,14 @@ class RBMMethod(Method):
     @torch.no_grad()
     def test_nll(self, x: torch.Tensor, eval_samples: int, progress=None):
         log_z = self.p.log_partition()
-        terms = {"neg_free_energy": [], "cd_objective": []}
+        chunks: dict[str, list[torch.Tensor]] = {"neg_free_energy": [], "cd_objective": []}
         for start in range(0, x.shape[0], 1000):
             batch = x[start:start + 1000]
-            terms["neg_free_energy"].append(self.rbm.visible_log_marginal(batch))
-            terms["cd_objective"].append(self.cd_objective(batch))
+            chunks["neg_free_energy"].append(self.rbm.visible_log_marginal(batch))
+            chunks["cd_objective"].append(self.cd_objective(batch))
             if progress is not None:
                 progress(batch.shape[0])
-        terms = {name: torch.cat(values) for name, values in terms.items()}
+        terms = {name: torch.cat(values) for name, values in chunks.items()}
         constant = torch.ones_like(terms["neg_free_energy"])
         terms["log_z"] = constant * log_z
         terms["log_z_low"] = constant * self.p.log_z[1].item()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from genvar_bench.core import Option, register
+from genvar_bench.core import Method, Option, register
 from genvar_bench.methods.latent import GaussianLatentMethod
 from genvar_bench.methods.sbn import BinaryLatentMethod
 
@@ -23,7 +23,7 @@ Q_UPDATES = ("wake", "sleep", "mix")
 LATENTS = ("gaussian", "binary")
 
 
-class ReweightedWakeSleep:
+class ReweightedWakeSleep(Method):
     """The RWS objective over a latent model family (mixed in before it)."""
 
     name = "rws"

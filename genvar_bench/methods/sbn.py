@@ -27,6 +27,8 @@ class BernoulliEncoder(InferenceModel):
     # h cannot be reparameterised: no gradient flows through a draw.
     q_grads = ("none", "reverse")
     has_units = True
+    # Its draws carry (probabilities, logits) of q(h | x): what SigmoidBeliefDecoder fuses.
+    q_family = "bernoulli"
 
     def __init__(self, data_dim: int, latent_dim: int):
         super().__init__()
@@ -57,6 +59,9 @@ class BernoulliEncoder(InferenceModel):
 class SigmoidBeliefDecoder(BernoulliDecoder):
     """p(h) factorised Bernoulli with learned logits, p(x | h) = Bernoulli(sigmoid(W h + c))."""
 
+    # The fused log ratio reads q's logits from the draw: factorised Bernoulli q only.
+    fused_for_q = "bernoulli"
+
     def __init__(self, data_dim: int, latent_dim: int):
         super().__init__()
         self.prior_logits = nn.Parameter(torch.zeros(latent_dim))
@@ -73,7 +78,10 @@ class SigmoidBeliefDecoder(BernoulliDecoder):
         return self.log_likelihood(x, latents) + bernoulli_log_prob(self.prior_logits.expand_as(h), h)
 
     def log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
-        """One fused op: log p(x | h) + log p(h) - log q(h | x) from q's logits in the draw."""
+        """One fused op: log p(x | h) + log p(h) - log q(h | x) from q's logits in the draw;
+        for a q of another family, log p - log q apart (`exact_log_ratio`)."""
+        if not self.fuses(q):
+            return self.exact_log_ratio(x, draw, q)
         (h,), ((_, q_logits),) = draw.latents, draw.params
         return self.ops.sbn_log_weights(self.logits(h), x, h, self.prior_logits, q_logits)
 

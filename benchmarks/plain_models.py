@@ -78,6 +78,12 @@ def dae_loss(model, x, num_samples):
 class PlainBinomialDiffusion(nn.Module):
     """Binomial diffusion with the suite's x_0-predicting MLP, tables built once."""
 
+    # buffers, registered in __init__
+    alpha_bar: torch.Tensor
+    kappa_now: torch.Tensor
+    rho: torch.Tensor
+    kappa_prev: torch.Tensor
+
     def __init__(self, data_dim, num_steps, hidden):
         super().__init__()
         steps = torch.arange(1, num_steps + 1, dtype=torch.float64)
@@ -120,7 +126,7 @@ def plain_model_and_loss(method, data_dim, num_samples):
     """(module, loss(module, x)) of a method's plain PyTorch version."""
     if method == "diffusion":
         num_steps, hidden = (1000, 512) if data_dim > 256 else (100, 256)
-        model = PlainBinomialDiffusion(data_dim, num_steps, hidden)
+        model: nn.Module = PlainBinomialDiffusion(data_dim, num_steps, hidden)
         return model, lambda module, x: module.loss(x, num_samples)
     losses = {"vae": vae_loss, "iwae": iwae_loss, "rws": rws_loss, "dae": dae_loss}
     model = PlainGaussianModel(data_dim, tanh_code=method == "dae")

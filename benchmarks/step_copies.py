@@ -36,10 +36,11 @@ def main(optimizer_kind="fused"):
         step()
     with profile() as profiler:
         step()
-    counts = collections.Counter()
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
     for event in profiler.events():
         if event.name in COPIES:
-            chain, parent = [], event.cpu_parent
+            chain: list[str] = []
+            parent = event.cpu_parent
             while parent is not None and len(chain) < 3:
                 chain.append(parent.name)
                 parent = parent.cpu_parent

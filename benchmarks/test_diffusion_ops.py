@@ -7,6 +7,8 @@ same run on the same machine. Sizes: T' = 100 step slices of a batch of B = 100 
 images (D = 784), float32, steps drawn uniformly from the T = 1000 steps of the
 schedule of Sohl-Dickstein et al. (2015), beta_t = 1 / (T - t + 1) with beta_1 = 1e-3.
 """
+from typing import Any, Callable
+
 import pytest
 import torch
 
@@ -18,8 +20,8 @@ from genvar_bench.ops import (diffusion_binomial_kl_ref, diffusion_gaussian_kl_r
 SIZES = dict(T_slices=100, B=100, D=784, T=1000)
 FUSED = {"diffusion_binomial_kl": fused_diffusion_binomial_kl,
          "diffusion_gaussian_kl": fused_diffusion_gaussian_kl}
-REFERENCES = {"diffusion_binomial_kl": diffusion_binomial_kl_ref,
-              "diffusion_gaussian_kl": diffusion_gaussian_kl_ref}
+REFERENCES: dict[str, Callable[..., Any]] = {"diffusion_binomial_kl": diffusion_binomial_kl_ref,
+                                             "diffusion_gaussian_kl": diffusion_gaussian_kl_ref}
 
 
 def paper_schedule(num_steps):

@@ -10,6 +10,7 @@ test-NLL evaluation (k = 5000).
 """
 import os
 import platform
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     reason="needs a GPU and the genvar CUDA kernels"))]
 IMPLEMENTATIONS = ["fused", "eager", "compiled"]
 PASSES = ["forward", "forward+backward"]
-REFERENCES = {"iwae_log_weights": iwae_log_weights_ref, "iwae_bound": iwae_bound_ref}
+REFERENCES: dict[str, Callable[..., Any]] = {"iwae_log_weights": iwae_log_weights_ref, "iwae_bound": iwae_bound_ref}
 # case name -> (op name, sizes)
 CASES = {
     "iwae_log_weights k=50 B=100 D=784 Z=50": ("iwae_log_weights", dict(k=50, B=100, D=784, Z=50)),

@@ -118,12 +118,20 @@ def gemm_step(method_name, num_samples, dataset):
         step()
     calls = [(func, [torch.empty_strided(*arg).normal_() if isinstance(arg, tuple) else arg
                      for arg in args]) for func, args in recorder.calls]
+    flops = sum(2 * args[-2][0].numel() * args[-1][0][-1] for _, args in recorder.calls)
+    return _GemmReplay(calls, flops)
 
-    def run():
-        for func, args in calls:
+
+class _GemmReplay:
+    """A step's recorded matrix products, replayed when called; `flops`: their FLOPs."""
+
+    def __init__(self, calls, flops):
+        self.calls = calls
+        self.flops = flops
+
+    def __call__(self):
+        for func, args in self.calls:
             func(*args)
-    run.flops = sum(2 * args[-2][0].numel() * args[-1][0][-1] for _, args in recorder.calls)
-    return run
 
 
 @functools.cache

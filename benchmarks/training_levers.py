@@ -18,8 +18,9 @@ from benchmarks.test_training_step import BATCH, DATASETS, batch_of, bench_metho
 
 def step_variant(method_name, num_samples, dataset, adam, compiled=False, backend="fused"):
     method, profile, data_dim = bench_method(method_name, num_samples, dataset, backend)
-    flags = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
-    optimizer = torch.optim.Adam(method.parameters(), lr=1e-3, eps=profile.adam_eps, **flags[adam])
+    foreach, fused = {"loop": (False, None), "foreach": (True, None), "fused": (None, True)}[adam]
+    optimizer = torch.optim.Adam(method.parameters(), lr=1e-3, eps=profile.adam_eps,
+                                 foreach=foreach, fused=fused)
     loss_fn = torch.compile(method.loss, dynamic=False) if compiled else method.loss
     batch = batch_of(data_dim)
 
@@ -36,7 +37,7 @@ def round_robin(steps: dict, rounds: int, steps_per_round: int) -> dict[str, lis
     for step in steps.values():
         for _ in range(3):
             step()
-    rates = {name: [] for name in steps}
+    rates: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
             start = time.perf_counter()
@@ -55,7 +56,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args(argv)
-    variants = {f"{backend}, {adam} Adam": dict(adam=adam, backend=backend)
+    variants: dict[str, dict[str, object]] = {f"{backend}, {adam} Adam": dict(adam=adam, backend=backend)
                 for backend in ("fused", "reference") for adam in ("loop", "foreach", "fused")}
     if not args.no_compile:
         variants["fused, fused Adam, loss compiled"] = dict(adam="fused", compiled=True)

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 def ratios_of_run(path):
     """{case: {column: value}} of one run."""
-    medians = defaultdict(dict)
+    medians: defaultdict[str, dict[str, float]] = defaultdict(dict)
     for bench in json.load(open(path))["benchmarks"]:
         if bench["group"].startswith("step "):
             medians[bench["group"].removesuffix(" | cpu")][bench["extra_info"]["implementation"]] = \

@@ -188,7 +188,9 @@ def _load_mnist_cached(path: str, mtime_ns: int, size: int) -> Dataset:
         split: torch.from_numpy(np.unpackbits(array, axis=1)[:, :MNIST_PIXELS].astype(np.float32))
         for split, array in packed.items()
     }
-    return Dataset("mnist", **splits, image_shape=(28, 28), binarization="fixed (Larochelle & Murray 2011)")
+    return Dataset("mnist", train=splits["train"], valid=splits["valid"],
+                   test=splits["test"], image_shape=(28, 28),
+                   binarization="fixed (Larochelle & Murray 2011)")
 
 
 # ------------------------------------------------ MNIST download and conversion
@@ -222,7 +224,9 @@ def convert_amat(amat_dir: str | os.PathLike, out_path: str | os.PathLike,
         packed[split] = np.packbits(pixels, axis=1)
     verify_digests(packed, expected_digests, f"the .amat files in {amat_dir}")
     out_path = Path(out_path)
-    write_atomic(out_path, lambda temporary: np.savez(temporary, **packed, shape=np.array([MNIST_PIXELS])))
+    # allow_pickle=False: plain uint8 arrays, nothing to pickle
+    write_atomic(out_path, lambda temporary: np.savez(temporary, allow_pickle=False, **packed,
+                                                      shape=np.array([MNIST_PIXELS])))
     return out_path
 
 
@@ -272,7 +276,9 @@ def _load_digits_cached() -> Dataset:
 
     binary = (load_digits().data >= DIGITS_THRESHOLD).astype(np.float32)
     splits = {split: torch.from_numpy(binary[rows]) for split, rows in digits_split_indices().items()}
-    return Dataset("digits", **splits, image_shape=(8, 8), binarization="threshold 8/16, fixed")
+    return Dataset("digits", train=splits["train"], valid=splits["valid"],
+                   test=splits["test"], image_shape=(8, 8),
+                   binarization="threshold 8/16, fixed")
 
 
 @functools.lru_cache(maxsize=1)
@@ -285,7 +291,8 @@ def _load_digits_grey_cached() -> Dataset:
     noise = np.random.default_rng(1).random(levels.shape)
     values = (2 * (levels + noise) / DIGITS_LEVELS - 1).astype(np.float32)
     splits = {split: torch.from_numpy(values[rows]) for split, rows in digits_split_indices().items()}
-    return Dataset("digits-grey", **splits, image_shape=(8, 8),
+    return Dataset("digits-grey", train=splits["train"], valid=splits["valid"],
+                   test=splits["test"], image_shape=(8, 8),
                    binarization="none: 17 grey levels, dequantized (seed 1), scaled to [-1, 1]",
                    kind="continuous", value_range=(-1.0, 1.0),
                    level_log_width=float(np.log(2 / DIGITS_LEVELS)))
@@ -302,5 +309,7 @@ def _load_swissroll_cached() -> Dataset:
     values = torch.from_numpy((points[:, [0, 2]] / 10).astype(np.float32))
     bounds = np.cumsum([SWISSROLL_SPLIT_SIZES[split] for split in SPLITS])[:-1]
     splits = dict(zip(SPLITS, torch.tensor_split(values, tuple(bounds))))
-    return Dataset("swissroll", **splits, image_shape=None, binarization="none: continuous 2-D",
+    return Dataset("swissroll", train=splits["train"], valid=splits["valid"],
+                   test=splits["test"], image_shape=None,
+                   binarization="none: continuous 2-D",
                    kind="continuous", value_range=(-1.5, 1.5))

@@ -141,6 +141,8 @@ def exact_log_z(weight: torch.Tensor, visible_bias: torch.Tensor, hidden_bias: t
                          f"{hidden_dim} hidden units (use ais_log_z)")
     if chunk_states < 1:
         raise ValueError(f"chunk_states must be >= 1, got {chunk_states}")
+    # log p*(states) of the enumerated layer, the other summed out: (states, W, b, c) -> [n]
+    log_marginal: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     if hidden_dim <= visible_dim:
         units, log_marginal = hidden_dim, rbm_hidden_log_marginal
     else:

@@ -53,6 +53,8 @@ def load_plugin(source: str) -> list[str]:
             digest = hashlib.sha1(resolved.encode()).hexdigest()[:10]
             module_name = f"genvar_bench_plugin_{path.stem.replace('-', '_')}_{digest}"
             spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is None or spec.loader is None:
+                raise PluginError(f"plugin file {source} cannot be imported as a module")
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             try:

@@ -153,12 +153,13 @@ def training_path(name: str, gradients: Gradients) -> Callable:
 def define_op(name: str, reference: Callable, fake: Callable, gradients: Gradients | None = None,
               fused: Callable | None = None,
               autograd: tuple[Callable, Callable] | None = None,
-              backward_fake: Callable | None = None) -> Callable:
+              backward_fake: Callable | None = None) -> Callable | None:
     """Registers `genvar::<name>` (fake kernels, autograd and training path as above; an
     op whose autograd does not follow the scheme passes its own (backward, setup_context)
     as `autograd`, and the fake kernel of its `_backward` op) and adds it to both
     backends' op sets. Returns the fused entry point: `fused`, the training path when
-    `gradients` has buffers, else the op itself."""
+    `gradients` has buffers, else the op itself; without the op library, `fused` or the
+    training path (None when the op has neither)."""
     if fused is None and gradients is not None and gradients.buffers_for:
         fused = training_path(name, gradients)
     REFERENCE[name] = reference

@@ -22,8 +22,9 @@ from genvar_bench.data import load_dataset  # noqa: E402
 from genvar_bench.methods import build_method  # noqa: E402
 
 
-def load_model(path, device="cpu", backend=None):
-    """(method, info) of a kept model file: see `genvar_bench.saved.load_model`."""
+def load_model(path, device="cpu", backend=None, plugins=()):
+    """(method, info) of a kept model file: see `genvar_bench.saved.load_model`; a
+    plug-in method's model needs its plug-in named in `plugins`."""
     from genvar_bench.saved import load_model as load
 
-    return load(path, device=device, backend=backend)
+    return load(path, device=device, backend=backend, plugins=plugins)

@@ -12,6 +12,7 @@ from typing import Iterator
 
 from genvar_bench import plugins, runner
 from genvar_bench.parallel import world
+from genvar_bench.spec import RunSpec
 
 EXECUTORS = ("local", "ray")
 # Ray reruns a task whose worker died (killed, lost node) this many times; it resumes from
@@ -22,7 +23,8 @@ RAY_RETRIES = 3
 @dataclass
 class Job:
     title: str  # e.g. "[3/12] vae k=1 L=1 on digits (cpu, fused, seed 0)"
-    config: runner.RunConfig
+    spec: RunSpec
+    device: str  # where it trains, e.g. cuda:1 (the spec has the device type)
     arguments: dict = field(default_factory=dict)  # run_one's keyword arguments
 
 
@@ -57,11 +59,11 @@ def run_in_group(job: Job, data, profile) -> dict:
 
     started = train.trainings_started()
     try:
-        return runner.run_one(job.config, data, profile, **job.arguments)
+        return runner.run_one(job.spec, data, job.device, **job.arguments)
     except Exception as error:
         if world()[1] > 1 and train.trainings_started() == started:
             import torch
-            train.agree(error, torch.device(job.config.device))
+            train.agree(error, torch.device(job.device))
         raise
 
 
@@ -83,13 +85,13 @@ class RayExecutor:
         for job in jobs:
             gpus = self.gpus_per_run
             if gpus is None:  # a CUDA configuration gets a GPU unless told otherwise
-                gpus = 1.0 if job.config.device.startswith("cuda") else 0.0
+                gpus = 1.0 if job.spec.device == "cuda" else 0.0
             task = remote.options(num_cpus=self.cpus_per_run, num_gpus=gpus,
                                      max_retries=RAY_RETRIES, retry_exceptions=False,
-                                     name=f"genvar_bench:{job.config.file_stem}")
+                                     name=f"genvar_bench:{job.spec.file_stem}")
             arguments = {name: Path(value).absolute() if isinstance(value, Path) else value
                          for name, value in job.arguments.items()}
-            reference = task.remote(job.config, data_ref, profile, arguments,
+            reference = task.remote(job.spec, job.device, data_ref, arguments,
                                     max(1, int(self.cpus_per_run)), list(plugins.LOADED))
             pending[reference] = job
             print(f"{job.title}: submitted", file=sys.stderr, flush=True)
@@ -113,7 +115,7 @@ class RayExecutor:
                 ray.cancel(reference)
 
 
-def _run_task(config, data, profile, arguments: dict, threads: int,
+def _run_task(spec, device, data, arguments: dict, threads: int,
               plugin_sources: tuple[str, ...] = ()) -> dict:
     """A Ray task: run_one with the driver's arguments, on `threads` torch threads, after
     loading the plugins the driver loaded (a worker is a fresh process)."""
@@ -123,7 +125,7 @@ def _run_task(config, data, profile, arguments: dict, threads: int,
         plugins.load_plugin(source)
     torch.set_num_threads(threads)
     runner.git_commit()  # read as the code is imported, as `run` does before training
-    return runner.run_one(config, data, profile, **arguments)
+    return runner.run_one(spec, data, device, **arguments)
 
 
 def add_arguments(parser) -> None:

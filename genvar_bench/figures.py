@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 
 from genvar_bench.atomic import write_atomic
-from genvar_bench.report import PUBLISHED, finished, kernel_speedups, model_label
+from genvar_bench.report import (PUBLISHED, _group_labels, _model_groups, _setting_text, finished,
+                                 kernel_speedups)
 
 
 def _save(figure, path: Path) -> None:
@@ -30,7 +31,8 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
     table = finished(table).copy()
     if table.empty:
         return []
-    table["model"] = table.apply(model_label, axis=1)
+    table["_group"] = _model_groups(table)
+    table["model"] = table["_group"].map(_group_labels(table))
     written = []
 
     # Test NLL by model, error bars the sd over seeds, published marks where they match.
@@ -41,18 +43,27 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
     sns.barplot(data=scored, y="model", x="test_nll", order=order, errorbar="sd", ax=axes,
                 color="tab:blue")
     low = scored["test_nll"].min()
-    for name, method, k, layers, value, label in PUBLISHED:
+    # Each source numbered at its marks and named in full under the axes: long labels
+    # beside the marks would overlap one another.
+    notes: list[str] = []
+    for name, method, k, layers, value, source, setting in PUBLISHED:
         model = f"{method} k={k}"
         matches = [index for index, entry in enumerate(order) if entry.split(" [")[0] == model
                    and name == dataset and (layers == 1) == (" L=" not in entry)]
+        if not matches:
+            continue
+        notes.append(f"[{len(notes) + 1}] {value:.2f}: {source}; {_setting_text(setting)}")
         for index in matches:
             axes.plot(value, index, marker="D", color="tab:red", markersize=6)
-            axes.annotate(label, (value, index), xytext=(4, -9), textcoords="offset points",
-                          fontsize=6, color="tab:red")
+            axes.annotate(f"[{len(notes)}]", (value, index), xytext=(-4, 7 if len(notes) % 2 else -13),
+                          textcoords="offset points", fontsize=7, color="tab:red")
             low = min(low, value)
+    if notes:
+        figure.text(0.01, -0.02 * len(notes), "published, each in its own setting:\n" + "\n".join(notes),
+                    fontsize=7, color="tab:red", va="top")
     axes.set_xlim(left=max(0.0, low - 0.1 * abs(low)))
     axes.set_xlabel("test NLL, nats (estimators differ: see results.md)")
-    axes.set_title(f"{dataset}: test NLL by model (red: published, where the setting matches)")
+    axes.set_title(f"{dataset}: test NLL by model (red: published, each in its own setting)")
     written.append(directory / "figures" / "test_nll.png")
     _save(figure, written[-1])
     plt.close(figure)
@@ -175,12 +186,13 @@ def save_scatter(samples: torch.Tensor, data: torch.Tensor, path: Path) -> None:
 def draw_all(out_dir: str | Path) -> list[Path]:
     """Draws the figures of every results table under out_dir and of every kernel
     benchmark JSON under out_dir/benchmarks; returns the files written."""
+    from genvar_bench.report import results_folders
     from genvar_bench.results import read_results
 
     out_dir = Path(out_dir)
     written = []
-    for csv_path in sorted(out_dir.glob("*/*/results.csv")):
-        written += table_figures(read_results(csv_path), csv_path.parent, csv_path.parent.parent.name)
+    for folder in results_folders(out_dir):
+        written += table_figures(read_results(folder), folder, folder.parent.name)
     for json_path in sorted((out_dir / "benchmarks").glob("*.json")):
         figure = speedup_figure(json_path, json_path.with_name(f"{json_path.stem}-speedups.png"))
         if figure is not None:

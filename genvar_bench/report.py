@@ -5,32 +5,74 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from genvar_bench.atomic import write_text_atomic
-from genvar_bench.results import read_results
+from genvar_bench.results import read_results, write_views
+from genvar_bench.store import STORE_NAME
 
-# Published figures that share a setting with our rows (../shared/REFERENCES.md), drawn
-# as labelled marks: (dataset, method, k, layers, nats, label).
-PUBLISHED = [
-    ("mnist", "iwae", 1, 1, 88.71, "IWAE paper App. D, fixed binarization, IS k=5000, 3280 epochs"),
-    ("mnist", "iwae", 5, 1, 87.63, "IWAE paper App. D, fixed binarization, IS k=5000, 3280 epochs"),
-    ("mnist", "iwae", 50, 1, 87.10, "IWAE paper App. D, fixed binarization, IS k=5000, 3280 epochs"),
-    ("mnist", "iwae", 50, 1, 86.82, "pythae reproduction, fixed binarization, 3280 epochs"),
-    ("mnist", "vae", 1, 1, 88.71, "IWAE paper App. D (k=1: the same objective), 3280 epochs"),
-    ("mnist", "vae", 1, 1, 89.78, "pythae reproduction, fixed binarization, 3280 epochs"),
-    ("mnist", "rbm-cd", 25, 1, 86.34, "Salakhutdinov & Murray 2008, CD-25, 500 hidden, AIS"),
+# Published figures (../shared/REFERENCES.md) with their setting, drawn as labelled marks:
+# (dataset, method, k, layers, nats, source, setting). A figure is "same setting" beside a
+# model only where the model's spec has the setting's binarization, estimator and epochs.
+FIXED_MNIST = "fixed (Larochelle & Murray 2011)"
+# (dataset, method, k, layers, test NLL in nats, source, {setting field: value})
+PUBLISHED: list[tuple[str, str, int, int, float, str, dict[str, object]]] = [
+    ("mnist", "iwae", 1, 1, 88.71, "IWAE paper App. D",
+     {"binarization": FIXED_MNIST, "eval_samples": 5000, "epochs": 3280}),
+    ("mnist", "iwae", 5, 1, 87.63, "IWAE paper App. D",
+     {"binarization": FIXED_MNIST, "eval_samples": 5000, "epochs": 3280}),
+    ("mnist", "iwae", 50, 1, 87.10, "IWAE paper App. D",
+     {"binarization": FIXED_MNIST, "eval_samples": 5000, "epochs": 3280}),
+    ("mnist", "iwae", 50, 1, 86.82, "pythae reproduction",
+     {"binarization": FIXED_MNIST, "epochs": 3280}),
+    ("mnist", "vae", 1, 1, 88.71, "IWAE paper App. D (k=1: the same objective)",
+     {"binarization": FIXED_MNIST, "eval_samples": 5000, "epochs": 3280}),
+    ("mnist", "vae", 1, 1, 89.78, "pythae reproduction",
+     {"binarization": FIXED_MNIST, "epochs": 3280}),
+    ("mnist", "rbm-cd", 25, 1, 86.34, "Salakhutdinov & Murray 2008, CD-25, AIS",
+     {"binarization": FIXED_MNIST, "hidden": 500, "epochs": None}),
 ]
 
 
-def published(dataset: str, method: str, k: int, layers: int) -> str:
-    """The published figures for a model's setting, as "nats (source)"; "" when none."""
-    return "; ".join(f"{nats:.2f} ({label})" for name, published_method, published_k, published_layers,
-                     nats, label in PUBLISHED
-                     if (name, published_method, published_k, published_layers) == (dataset, method, k, layers))
+def _setting_text(setting: dict) -> str:
+    parts = []
+    if "binarization" in setting:
+        parts.append("fixed binarization" if setting["binarization"] == FIXED_MNIST
+                     else setting["binarization"])
+    if "hidden" in setting:
+        parts.append(f"{setting['hidden']} hidden")
+    if "eval_samples" in setting:
+        parts.append(f"IS k={setting['eval_samples']}")
+    if "epochs" in setting:
+        parts.append("epochs not stated" if setting["epochs"] is None else f"{setting['epochs']} epochs")
+    return ", ".join(parts)
+
+
+def _matches(setting: dict, spec) -> list[str]:
+    """The fields of `setting` in which `spec` differs from it (a budget the source does
+    not state differs from every budget)."""
+    values = {"binarization": spec.binarization, "eval_samples": spec.eval_samples,
+              "epochs": spec.epochs, "hidden": dict(spec.options).get("hidden")}
+    return [f"{name} here {values[name]}" for name, value in setting.items()
+            if value is None or values[name] != value]
+
+
+def published(dataset: str, method: str, k: int, layers: int, spec=None) -> str:
+    """The published figures for a model, each with its own setting and whether it is the
+    model's ("same setting": the spec matches it, budget included); "" when none."""
+    found = []
+    for name, published_method, published_k, published_layers, nats, source, setting in PUBLISHED:
+        if (name, published_method, published_k, published_layers) != (dataset, method, k, layers):
+            continue
+        differing = _matches(setting, spec) if spec is not None else ["setting unknown"]
+        verdict = "same setting" if not differing else "another setting: " + ", ".join(differing)
+        found.append(f"{nats:.2f} ({source}; {_setting_text(setting)}; {verdict})")
+    return "; ".join(found)
 
 
 def model_label(row) -> str:
@@ -59,8 +101,13 @@ def per_example_nll(rows: pd.DataFrame, directory: Path | None) -> np.ndarray | 
         path = directory / "per_example" / f"{artifact}.npz"
         if not isinstance(artifact, str) or not path.is_file():
             return None
-        with np.load(path) as archive:
-            arrays.append(archive["test_nll"])
+        try:
+            with np.load(path) as archive:
+                arrays.append(np.asarray(archive["test_nll"], dtype=np.float64))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            warnings.warn(f"{path} is damaged ({type(error).__name__}: {error}): "
+                          "this model's intervals are left out")
+            return None
     if len({array.shape for array in arrays}) != 1:
         return None
     return np.mean(arrays, axis=0)
@@ -84,18 +131,23 @@ def summarize(table: pd.DataFrame, directory: Path | None = None) -> pd.DataFram
     if table.empty:
         return pd.DataFrame()
     model = ["method", "variant", "k", "layers"]
+    table = table.assign(_group=_model_groups(table))
+    labels = _group_labels(table)
     lines, per_example = [], {}
-    for key, group in table.groupby(model, sort=True, dropna=False):
+    for group_key, group in table.groupby("_group", sort=True):
         scored = group[group["backend"] == "fused"]
         scored = scored if not scored.empty else group
         nll = scored["test_nll"].astype(float)
-        line = dict(zip(model, key))
-        line["model"] = model_label(line)
+        first = scored.iloc[0]
+        line = {name: first[name] for name in model}
+        line["model"] = labels[group_key]
         line.update(test_nll=nll.mean(), test_nll_sd=nll.std(ddof=1) if len(nll) > 1 else math.nan,
                     seeds=int(scored["seed"].nunique()), test_bound=scored["test_bound"].mean(),
+                    epochs=int(scored["epochs"].iloc[0]) if "epochs" in scored else math.nan,
                     estimator=scored["nll_estimator"].iloc[0])
         if "dataset" in scored:
-            line["published"] = published(str(scored["dataset"].iloc[0]), key[0], int(key[2]), int(key[3]))
+            line["published"] = published(str(first["dataset"]), str(first["method"]),
+                                          int(first["k"]), int(first["layers"]), _spec_of(first))
         values = per_example_nll(scored, directory)
         if values is not None:
             per_example[line["model"]] = values
@@ -106,6 +158,9 @@ def summarize(table: pd.DataFrame, directory: Path | None = None) -> pd.DataFram
         line["cpu fused/reference"] = fused / reference if fused and reference else math.nan
         lines.append(line)
     summary = pd.DataFrame(lines)
+    summary = summary.sort_values(["method", "variant", "k", "layers", "model"],
+                                  key=lambda column: column.astype(str) if column.name != "k"
+                                  else column.astype(int)).reset_index(drop=True)
     if per_example:
         best = min(per_example, key=lambda name: per_example[name].mean())
         differences = {name: mean_interval(values - per_example[best])
@@ -116,6 +171,60 @@ def summarize(table: pd.DataFrame, directory: Path | None = None) -> pd.DataFram
         summary["vs_best_ci95"] = summary["model"].map(
             lambda name: differences.get(name, (math.nan, math.nan))[1])
     return summary
+
+
+# What models of one line share: every spec field but these (fused and reference, cpu
+# and cuda rows of a model sit side by side on its line; seeds are averaged).
+PER_LINE = ("seed", "device", "backend")
+
+
+def _spec_of(row):
+    from genvar_bench.spec import SpecError, from_json
+
+    text = row.get("spec") if hasattr(row, "get") else None
+    if not isinstance(text, str):
+        return None
+    try:
+        return from_json(text)
+    except SpecError:
+        return None
+
+
+def _model_groups(table: pd.DataFrame) -> list[str]:
+    """Each row's model: its spec less PER_LINE (rows without a spec: method, variant, k,
+    layers)."""
+    groups = []
+    for _, row in table.iterrows():
+        spec = _spec_of(row)
+        groups.append(repr(spec.without(*PER_LINE)) if spec is not None else
+                      repr(tuple(str(row[name]) for name in ("method", "variant", "k", "layers"))))
+    return groups
+
+
+def _group_labels(table: pd.DataFrame) -> dict[str, str]:
+    """A label per model: method, k, options, layers; and, where two models would share
+    a label, the settings that tell them apart (epochs, eval samples, ...)."""
+    firsts = table.groupby("_group", sort=True).first()
+    base = {group: model_label(row) for group, row in firsts.iterrows()}
+    labels = dict(base)
+    for label in set(base.values()):
+        groups = [group for group, text in base.items() if text == label]
+        if len(groups) < 2:
+            continue
+        specs = {group: _spec_of(firsts.loc[group]) for group in groups}
+        if any(spec is None for spec in specs.values()):
+            continue
+        dicts = {group: spec.to_dict() for group, spec in specs.items()}
+        differing = [name for name in dicts[groups[0]] if name not in PER_LINE
+                     and len({repr(values[name]) for values in dicts.values()}) > 1]
+        for group in groups:
+            shown = {**dicts[group], **dicts[group].get("scoring", {})}
+            parts = [f"{name}={shown[name]}" for name in differing
+                     if name not in ("stages", "scoring")]
+            if "scoring" in differing:
+                parts += [f"{name}={value}" for name, value in dicts[group]["scoring"].items()]
+            labels[group] = f"{label} ({', '.join(parts)})"
+    return labels
 
 
 def _cell(value, digits: int = 2, signed: bool = False) -> str:
@@ -144,10 +253,11 @@ def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = N
                       "on this test set (for the estimators as they stand)."]
     has_published = "published" in summary and (summary["published"].fillna("") != "").any()
     interval_headers = "95% CI | vs best | " if has_intervals else ""
-    lines += ["", "| model | test NLL | seeds | " + interval_headers + "bound | estimator | "
+    lines += ["", "| model | test NLL | seeds | " + interval_headers + "bound | estimator | epochs | "
               + " | ".join(throughput) + " | CPU fused / reference |"
-              + (" published (same binarization and estimator) |" if has_published else ""),
-              "|---" * (6 + len(throughput) + (2 if has_intervals else 0) + has_published) + "|"]
+              + (" published (its own setting; same setting only where this model's matches) |"
+                 if has_published else ""),
+              "|---" * (7 + len(throughput) + (2 if has_intervals else 0) + has_published) + "|"]
     for _, line in summary.iterrows():
         sd = "" if math.isnan(line["test_nll_sd"]) else f" ± {line['test_nll_sd']:.2f}"
         speeds = " | ".join("-" if pd.isna(line[column]) else f"{line[column]:.0f}"
@@ -162,7 +272,8 @@ def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = N
                 f"{_cell(vs, signed=True)} ± {_cell(line['vs_best_ci95'])}") + " | "
         cited = f" {line.get('published') or '-'} |" if has_published else ""
         lines.append(f"| {line['model']} | {line['test_nll']:.2f}{sd} | {line['seeds']} | "
-                     f"{intervals}{line['test_bound']:.2f} | {line['estimator']} | {speeds} | {ratio} |"
+                     f"{intervals}{line['test_bound']:.2f} | {line['estimator']} | "
+                     f"{_cell(line.get('epochs'), digits=0)} | {speeds} | {ratio} |"
                      + cited)
     failed = table[table["status"].isin(["failed", "invalid"])] if "status" in table else table.iloc[:0]
     if not failed.empty:
@@ -234,8 +345,20 @@ def write_results_markdown(table: pd.DataFrame, directory: Path) -> Path:
     return write_text_atomic(directory / "results.md", results_markdown(table, title, directory))
 
 
+def results_folders(out_dir: str | Path) -> list[Path]:
+    """Every results folder under out_dir (a folder with a results store or results.csv),
+    at any depth (results/<dataset>/<profile>/, results/sweeps/<name>/<dataset>/<profile>/)."""
+    out_dir = Path(out_dir)
+    found = {path.parent for name in (STORE_NAME, "results.csv") for path in out_dir.rglob(name)}
+    return sorted(found)
+
+
 def write_tables(out_dir: str | Path) -> list[Path]:
-    """Rewrites every results.md under out_dir (<dataset>/<profile>/results.csv); returns
-    the files written."""
-    return [write_results_markdown(read_results(csv_path), csv_path.parent)
-            for csv_path in sorted(Path(out_dir).glob("*/*/results.csv"))]
+    """Rewrites every results folder's views (results.csv, results.md) from its store;
+    returns the files written."""
+    written = []
+    for folder in results_folders(out_dir):
+        table = read_results(folder)
+        write_views(table, folder)
+        written += [folder / "results.csv", write_results_markdown(table, folder)]
+    return written

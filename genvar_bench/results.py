@@ -1,30 +1,27 @@
-"""The results table: one CSV (and a Markdown rendering) per dataset and profile.
-
-Rows are keyed by (method, variant, k, layers, seed, device, backend); a new run adds
-or replaces its rows and keeps the others. Files are written to a temporary
-name and renamed, so an interrupted run never leaves a half-written table, and the
-read-merge-write of results.csv holds a file lock (`filelock`), so runs sharing a
-folder never lose each other's rows.
+"""The results table of a results folder (<out>/<dataset>/<profile>/): rows kept in its
+store (`store.Store`, SQLite), keyed by their run specification, and the views rendered
+from it (results.csv, results.md).
 
 A row is "ok" only when its figures are possible (`row_problem`): one that is not, or
-that was truncated or lost its metrics, reads back as "invalid" and is run again.
+that lost its metrics, reads back as "invalid" and is run again.
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-from filelock import FileLock
 
 from genvar_bench.atomic import write_text_atomic
+from genvar_bench.spec import KEY_COLUMNS, RunSpec, SpecError
+from genvar_bench.store import STORE_NAME, Store, StoreError, legacy_spec
 
-# The row schema: a row is keyed by its configuration (KEY); `config_fields` gives those
-# fields of a configuration, `ok` rows carry REQUIRED_METRICS and the rest of
-# `runner.run_one`'s figures, `failed_row` is the row of one that raised.
-KEY = ["method", "variant", "k", "layers", "seed", "device", "backend"]
+# A row is keyed by its run specification's hash (`spec.RunSpec.hash`, column spec_hash);
+# its readable key is KEY_COLUMNS. The view's leading columns, in order:
+LEADING_COLUMNS = ["dataset", "profile", "status", "error", *KEY_COLUMNS, "spec_hash"]
 # Metrics every finished row has; a row without them was truncated or damaged.
 REQUIRED_METRICS = ["train_bound", "test_bound", "test_nll"]
 # How many standard errors of the paired (bound - NLL) gap a bound may sit below its
@@ -36,39 +33,22 @@ GAP_ROUNDING_NATS = 1e-4
 TEXT_COLUMNS = ["dataset", "profile", "method", "variant", "device", "backend", "status",
                 "error", "nll_estimator", "active_units_per_layer", "binarization",
                 "torch_version", "device_name", "git_commit", "trained_at_commit",
-                "finished_at", "artifact", "model"]
+                "finished_at", "artifact", "model", "spec_hash", "spec",
+                "model_sha256"]
 
 
 class ResultsFileError(RuntimeError):
-    """A results.csv that cannot be read as a results table."""
+    """A results folder whose table cannot be read."""
 
 
 def table_dir(out_dir: str | os.PathLike, dataset: str, profile: str) -> Path:
     return Path(out_dir) / dataset / profile
 
 
-def config_fields(config) -> dict:
-    """The KEY fields of a configuration (a `runner.RunConfig`), as a row has them: the
-    device by its type (cpu, cuda)."""
-    import torch
-
-    return {"method": config.method, "variant": config.variant, "k": config.num_samples,
-            "layers": config.layers, "seed": config.seed,
-            "device": torch.device(config.device).type, "backend": config.backend}
-
-
-def config_key(config) -> tuple[str, ...]:
-    """A configuration's key as strings: equal to `key_tuples` of its row."""
-    fields = config_fields(config)
-    return tuple(str(fields[name]) for name in KEY)
-
-
-def failed_row(config, dataset: str, profile: str, message: str, commit: str) -> dict:
+def failed_row(spec: RunSpec, message: str, commit: str) -> dict:
     """The row of a configuration that raised: its key, status "failed", the error."""
-    fields = config_fields(config)
-    return {"dataset": dataset, "profile": profile, "status": "failed", "error": message,
-            **{name: fields[name] for name in ("method", "variant", "k", "layers", "seed")},
-            "device": fields["device"], "backend": fields["backend"], "git_commit": commit}
+    return {"dataset": spec.dataset, "profile": spec.profile, "status": "failed", "error": message,
+            **spec.key_fields(), "git_commit": commit}
 
 
 def row_problem(row, binary_data: bool = True) -> str | None:
@@ -111,86 +91,136 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(path, dtype={name: str for name in TEXT_COLUMNS})
 
 
-def read_results(path: str | os.PathLike) -> pd.DataFrame:
-    """The table in `path` (empty when there is none). Rows marked ok whose figures are
-    missing or impossible (`row_problem`) come back with status "invalid" and the reason
-    in `error`, so they are neither reported nor skipped as done. A file that is not a
-    results table raises ResultsFileError naming it."""
+def _folder(path: str | os.PathLike) -> Path:
+    """A results folder, given as itself or as its results.csv."""
     path = Path(path)
-    if not path.exists():
-        return pd.DataFrame()
+    return path.parent if path.name == "results.csv" else path
+
+
+def open_store(path: str | os.PathLike) -> Store:
+    """The store of a results folder (or of its results.csv), migrating a results.csv
+    written before the store on first use; ResultsFileError naming what is wrong."""
+    folder = _folder(path)
+    if folder.exists() and not folder.is_dir():
+        raise ResultsFileError(f"{folder} is a file, not a results folder")
+    store = Store(folder)
+    csv_path = folder / "results.csv"
+    if csv_path.is_dir():
+        raise ResultsFileError(f"{csv_path} is a folder, not a results table; move it aside")
+    if not store.path.exists() and csv_path.exists():
+        _migrate(store, csv_path)
+    return store
+
+
+def _migrate(store: Store, csv_path: Path) -> None:
+    """Moves a results.csv written before the store into it, once, its figures as they
+    were; rows whose key columns were lost (truncated) cannot be placed and are dropped."""
     try:
-        table = read_table(path)
+        table = read_table(csv_path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ResultsFileError(f"{path} is not a readable results table ({first}); "
+        raise ResultsFileError(f"{csv_path} is not a readable results table ({first}); "
                                "move it aside or delete it") from None
-    missing = [column for column in KEY if column != "variant" and column not in table.columns]
+    missing = [column for column in ("dataset", "profile", *KEY_COLUMNS)
+               if column != "variant" and column not in table.columns]
     if missing:
-        raise ResultsFileError(f"{path} is not a results table: it lacks the columns "
+        raise ResultsFileError(f"{csv_path} is not a results table: it lacks the columns "
                                f"{', '.join(missing)}; move it aside or delete it")
-    # "" (no options) reads back as NaN; tables from before the column had no options.
+    entries = []
+    for record in table.to_dict("records"):
+        for name, default in (("status", "ok"), ("variant", ""), ("error", "")):
+            if not isinstance(record.get(name), str):  # absent, or empty (NaN)
+                record[name] = default
+        try:
+            entries.append((legacy_spec(record), record))
+        except (KeyError, ValueError, TypeError, SpecError) as error:
+            warnings.warn(f"{csv_path}: a row without its key ({error}) is dropped")
+    store.write(entries)
+
+
+def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """The table of a results folder (or of its results.csv), from its store; empty when
+    there is none. Rows marked ok whose figures are missing or impossible (`row_problem`)
+    come back with status "invalid" and the reason in `error`, so they are neither
+    reported nor skipped as done. A folder whose table cannot be read raises
+    ResultsFileError naming it."""
+    folder = _folder(path)
+    if not (folder / STORE_NAME).exists() and not (folder / "results.csv").exists():
+        return pd.DataFrame()
+    try:
+        rows = open_store(folder).rows()
+    except StoreError as error:
+        raise ResultsFileError(str(error)) from None
+    return as_table(rows, folder)
+
+
+def as_table(rows: list[dict], folder: Path | None = None) -> pd.DataFrame:
+    """Stored rows as a DataFrame in the view's column order, text columns as text."""
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    first = [name for name in LEADING_COLUMNS if name in table.columns]
+    table = table[first + [name for name in table.columns if name not in first]]
+    for name in TEXT_COLUMNS:
+        if name in table:
+            table[name] = table[name].map(lambda value: value if isinstance(value, str) else
+                                          (math.nan if value is None or (isinstance(value, float) and math.isnan(value))
+                                           else str(value)))
     table["variant"] = table["variant"].fillna("") if "variant" in table else ""
-    if "status" not in table:
-        table["status"] = "ok"
-    table["status"] = table["status"].fillna("ok")
-    if "error" not in table:
-        table["error"] = ""
-    table["error"] = table["error"].fillna("")
+    table["status"] = table["status"].fillna("ok") if "status" in table else "ok"
+    table["error"] = table["error"].fillna("") if "error" in table else ""
+    where = folder.name if folder is not None else "the store"
     for index, row in table[table["status"] == "ok"].iterrows():
         problem = row_problem(row, _is_binary(row.get("dataset")))
         if problem is not None:
-            table.loc[index, ["status", "error"]] = ["invalid", f"invalid row in {path.name}: {problem}"]
-    return table
+            table.loc[index, ["status", "error"]] = ["invalid", f"invalid row in {where}: {problem}"]
+    return table.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
 
 
-def key_tuples(table: pd.DataFrame) -> list[tuple[str, ...]]:
-    """Each row's KEY as strings, the same however pandas typed the columns (k = 5 and
-    5.0 alike); a missing field is ""."""
-    columns = []
-    for name in KEY:
-        column = table[name] if name in table else pd.Series([""] * len(table), index=table.index)
-        if name in ("k", "layers", "seed"):
-            column = pd.to_numeric(column, errors="coerce").map(
-                lambda value: "" if pd.isna(value) else str(int(value)))
-        else:
-            column = column.fillna("").astype(str)
-        columns.append(column.tolist())
-    return list(zip(*columns))
+def stored_row(folder: Path, spec: RunSpec) -> dict | None:
+    """The row stored under `spec` in a results folder, or None."""
+    for row in open_store(folder).rows():
+        if row.get("spec_hash") == spec.hash:
+            return row
+    return None
 
 
-def merge_rows(existing: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
-    """`existing` with every row of the same key as a new row replaced by it; invalid
-    rows whose key is incomplete (truncated: no configuration can ever replace them) are
-    dropped."""
-    new = pd.DataFrame(rows)
-    if existing.empty:
-        merged = new
-    else:
-        new_keys = set(key_tuples(new))
-        invalid = (existing["status"] == "invalid").tolist() if "status" in existing else [False] * len(existing)
-        keep = [key not in new_keys and not (bad and "" in key[:1] + key[2:])
-                for key, bad in zip(key_tuples(existing), invalid)]
-        merged = pd.concat([existing[keep], new], ignore_index=True)
-    return merged.sort_values(KEY, kind="stable").reset_index(drop=True)
+def done_hashes(table: pd.DataFrame) -> set[str]:
+    """The spec hashes of a table's finished rows (status ok: not failed, not invalid)."""
+    if table.empty:
+        return set()
+    return set(table.loc[table["status"] == "ok", "spec_hash"].astype(str))
 
 
-def results_lock(csv_path: Path) -> FileLock:
-    """The lock every read-merge-write of `csv_path` holds (a `.lock` file beside it)."""
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(csv_path.with_name(csv_path.name + ".lock")))
+def write_views(table: pd.DataFrame, folder: Path,
+                render: Callable[[pd.DataFrame, Path], object] | None = None) -> None:
+    """results.csv (every column but the spec, which the store keeps) and, with render,
+    what it writes (e.g. `report.write_results_markdown`)."""
+    view = table.drop(columns=["spec"], errors="ignore")
+    write_text_atomic(folder / "results.csv", view.to_csv(index=False))
+    if render is not None:
+        render(table, folder)
 
 
-def update_results(out_dir: str | os.PathLike, dataset: str, profile: str, rows: list[dict],
+def update_results(out_dir: str | os.PathLike, dataset: str, profile: str,
+                   entries: list[tuple[RunSpec, dict]],
                    render: Callable[[pd.DataFrame, Path], object] | None = None) -> Path:
-    """Adds or replaces `rows` in results.csv, under the file's lock, and then, still
-    under it, calls render(table, folder) (e.g. `report.write_results_markdown`); returns
-    the CSV path."""
-    directory = table_dir(out_dir, dataset, profile)
-    csv_path = directory / "results.csv"
-    with results_lock(csv_path):
-        table = merge_rows(read_results(csv_path), rows)
-        write_text_atomic(csv_path, table.to_csv(index=False))
-        if render is not None:
-            render(table, directory)
-    return csv_path
+    """Stores each (spec, row) in the folder's store, replacing rows of the same spec, in
+    one transaction; then, still holding the store's write lock, rewrites results.csv and
+    calls render(table, folder). A rendering that fails (a damaged per-example file) costs
+    the views, with a warning, never the row. Returns the CSV path."""
+    folder = table_dir(out_dir, dataset, profile)
+    store = open_store(folder)
+
+    def views(rows: list[dict]) -> None:
+        try:
+            write_views(as_table(rows, folder), folder, render)
+        except Exception as error:  # the row is stored: the views are redrawn next time
+            warnings.warn(f"{folder}: the results views were not rewritten "
+                          f"({type(error).__name__}: {error})")
+
+    try:
+        store.write(entries, after=views)
+    except StoreError as error:
+        raise ResultsFileError(str(error)) from None
+    return folder / "results.csv"

@@ -6,7 +6,7 @@ import functools
 import math
 import subprocess
 import time
-from dataclasses import dataclass
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -15,41 +15,10 @@ from tqdm.auto import tqdm
 
 from genvar_bench import estimators, figures
 from genvar_bench.atomic import write_atomic, write_text_atomic
-from genvar_bench.core import METHODS
-from genvar_bench.methods import build_method
 from genvar_bench.data import Dataset
 from genvar_bench.parallel import world
-from genvar_bench.results import config_fields
-from genvar_bench.profiles import Profile
+from genvar_bench.spec import RunSpec
 from genvar_bench.train import train
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    method: str
-    num_samples: int
-    layers: int
-    seed: int
-    device: str
-    backend: str
-    # The method's options as sorted (name, value) pairs, defaults included.
-    options: tuple[tuple[str, object], ...] = ()
-
-    @property
-    def variant(self) -> str:
-        """The options as text, e.g. "latent=binary,q_update=wake"; "" when none."""
-        return ",".join(f"{name}={value}" for name, value in self.options)
-
-    @property
-    def label(self) -> str:
-        variant = f" [{self.variant}]" if self.options else ""
-        return f"{self.method}{variant} k={self.num_samples} L={self.layers}"
-
-    @property
-    def file_stem(self) -> str:
-        variant = "".join(f"-{value}" for _, value in self.options)
-        return (f"{self.method}{variant}-k{self.num_samples}-L{self.layers}-s{self.seed}"
-                f"-{self.device.replace(':', '')}-{self.backend}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -141,59 +110,84 @@ def bits_per_dim(nll: float, data: Dataset) -> float:
 GRID_SAMPLES = 100
 
 
-def artifact_paths(directory: Path, config: RunConfig) -> dict[str, Path]:
-    """Where a configuration's files go under a results folder (dataset/profile), as the
-    keyword arguments of `run_one`: its training checkpoint, sample grid, training curve,
-    kept model and per-example test figures, all named by `config.file_stem`."""
-    stem = config.file_stem
-    return {"checkpoint": directory / "checkpoints" / f"{stem}.pt",
-            "samples_path": directory / "samples" / f"{stem}.png",
-            "history_path": directory / "histories" / f"{stem}.csv",
-            "model_path": directory / "models" / f"{stem}.pt",
-            "per_example_path": directory / "per_example" / f"{stem}.npz"}
+def artifact_name(spec: RunSpec) -> str:
+    """The name of one run's files: the spec's file stem and a token of this run, so a
+    rerun (--force) writes beside the files of the row it replaces, never over them, and
+    the row that is stored always names files of its own run."""
+    return f"{spec.file_stem}-r{secrets.token_hex(3)}"
 
 
-def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: bool = True,
-            samples_path: Path | None = None, checkpoint: Path | None = None,
-            checkpoint_seconds: float = 300.0, history_path: Path | None = None,
-            model_path: Path | None = None, per_example_path: Path | None = None) -> dict:
-    """Trains `config` on `data` under `profile` and returns its results row; with
-    `samples_path`, saves a PNG grid of samples from the trained model there; with
-    `checkpoint`, training saves its state there every `checkpoint_seconds` and at its
-    end, and resumes from it (see `train`); with `history_path`, writes the training curve
-    there (epoch, seconds, mean training loss per epoch) as CSV; with `model_path`, keeps
-    the trained model there (`save_model`); with `per_example_path`, the per-example test
-    NLLs and bounds (`save_per_example`). `artifact_paths` gives all five."""
-    torch.manual_seed(config.seed)
-    device = torch.device(config.device)
-    method = build_method(config.method, data_dim=data.data_dim, layers=config.layers,
-                          num_samples=config.num_samples, backend=config.backend,
-                          **dict(config.options)).to(device)
+def artifact_paths(directory: Path, artifact: str) -> dict[str, Path]:
+    """Where a run's files go under a results folder (dataset/profile): its sample grid,
+    training curve, kept model (a .safetensors and a .json) and per-example test
+    figures, all named by `artifact`."""
+    return {"samples_path": directory / "samples" / f"{artifact}.png",
+            "history_path": directory / "histories" / f"{artifact}.csv",
+            "model_path": directory / "models" / f"{artifact}.safetensors",
+            "per_example_path": directory / "per_example" / f"{artifact}.npz"}
+
+
+def remove_artifacts(directory: Path, artifact: str) -> None:
+    """Removes a run's files (those of a row that another replaced)."""
+    paths = artifact_paths(directory, artifact)
+    paths["model_json"] = paths["model_path"].with_suffix(".json")
+    paths["trajectory"] = paths["samples_path"].with_name(f"{artifact}-trajectory.png")
+    paths["legacy_model"] = paths["model_path"].with_suffix(".pt")
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+
+
+def checkpoint_path(directory: Path, spec: RunSpec) -> Path:
+    """A spec's training checkpoint: one per spec, resumed by any later run of it."""
+    return directory / "checkpoints" / f"{spec.file_stem}.pt"
+
+
+def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = None, show_progress: bool = True,
+            checkpoint: Path | None = None, checkpoint_seconds: float = 300.0,
+            directory: Path | None = None) -> dict:
+    """Trains `spec` on `data` (on `device`, default the spec's device type) and returns
+    its results row. With `checkpoint`, training saves its state there every
+    `checkpoint_seconds` and at its end, and resumes from it (see `train`). With
+    `directory` (a results folder), the run keeps its files there, named by the row's
+    `artifact` (`artifact_paths`): the trained model (`saved.save_model`), the per-example
+    test NLLs and bounds, the training curve and a sample grid."""
+    if data.name != spec.dataset:
+        raise ValueError(f"the spec is of {spec.dataset}, the data {data.name}")
+    profile = spec.profile_settings()
+    torch.manual_seed(spec.seed)
+    device = torch.device(device or spec.device)
+    method = spec.build_method(data.data_dim).to(device)
     train_x = data.train.to(device)
     rank, processes = world()
-    stats = train(method, train_x, profile, config.seed, show_progress and rank == 0,
-                  config.label, checkpoint, checkpoint_seconds)
+    check_before_training(method, train_x, method.training_batch_size(profile))
+    stats = train(method, train_x, profile, spec.seed, show_progress and rank == 0,
+                  spec.label, checkpoint, checkpoint_seconds)
     if rank != 0:
         return {}  # data-parallel training: process 0 scores and writes the row
-    if history_path is not None:
-        save_history(stats, history_path)
+    artifact = artifact_name(spec)
+    paths = artifact_paths(directory, artifact) if directory is not None else {}
+    if "history_path" in paths:
+        save_history(stats, paths["history_path"])
     method.eval()
     method.show_progress = show_progress  # for long scoring preparations (AIS)
     start = time.perf_counter()
     method.prepare_scoring(train_x)
     preparation_seconds = time.perf_counter() - start
-    if model_path is not None:
-        save_model(method, config, data, profile, model_path)
-    torch.manual_seed(config.seed + 1)
-    scores, per_example = evaluate(method, data, device, profile.eval_samples, show_progress)
+    model_digest = ""
+    if "model_path" in paths:
+        from genvar_bench.saved import save_model
+        model_digest = save_model(method, spec, data, paths["model_path"],
+                                  commit=git_commit(), artifact=artifact)
+    torch.manual_seed(spec.seed + 1)
+    scores, per_example = evaluate(method, data, device, spec.eval_samples, show_progress)
     scores["eval_seconds"] += preparation_seconds  # scoring includes its preparation (AIS)
-    if per_example_path is not None:
-        save_per_example(per_example, per_example_path)
-    if samples_path is not None:
-        save_samples(method, data, samples_path)
+    if "per_example_path" in paths:
+        save_per_example(per_example, paths["per_example_path"])
+    if "samples_path" in paths:
+        save_samples(method, data, paths["samples_path"])
     return {
-        "dataset": data.name, "profile": profile.name, "status": "ok", "error": "",
-        **config_fields(config), **scores,
+        "dataset": data.name, "profile": spec.profile, "status": "ok", "error": "",
+        **spec.key_fields(), "spec_hash": spec.hash, **scores,
         "train_examples_per_s": stats.examples_per_second, "train_seconds": stats.seconds,
         "epochs": stats.epochs, "final_train_loss": stats.history[-1][2],
         "parameters": sum(p.numel() for p in method.parameters()),
@@ -201,31 +195,21 @@ def run_one(config: RunConfig, data: Dataset, profile: Profile, show_progress: b
         "threads": torch.get_num_threads(), "processes": processes,
         "device_name": device_model_name(device), "git_commit": git_commit(),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "artifact": config.file_stem,
+        "artifact": artifact if paths else "", "model_sha256": model_digest,
     }
 
 
-def save_model(method, config: RunConfig, data: Dataset, profile: Profile, path: Path) -> None:
-    """Keeps a trained (and scoring-prepared) model at `path`: its weights and buffers
-    (the DAE's prior codes, the RBM's log Z) with what rebuilds it (method, options, data
-    shape, k, layers, backend) and where it came from (dataset, profile, seed, commit)."""
-    state = {name: value.detach().cpu() if torch.is_tensor(value) else value
-             for name, value in method.state_dict().items()}
-    from genvar_bench.saved import MODEL_FORMAT
+def check_before_training(method, train_x: torch.Tensor, batch_size: int) -> None:
+    """The method's shapes, finiteness and log-weights checked on one batch before the
+    first step (`preflight.check_method`), under its own random generator."""
+    from genvar_bench.preflight import check_method
 
-    write_atomic(path, lambda target: torch.save({
-        "format": MODEL_FORMAT, "method": config.method, "options": dict(config.options),
-        "data_dim": data.data_dim, "layers": config.layers, "num_samples": config.num_samples,
-        "backend": config.backend, "dataset": data.name, "profile": profile.name,
-        "image_shape": data.image_shape, "value_range": data.value_range,
-        "eval_samples": profile.eval_samples, "seed": config.seed, "device": config.device,
-        "git_commit": git_commit(), "artifact": config.file_stem,
-        "plugin": METHODS[config.method].plugin, "state_dict": state}, target))
+    check_method(method, train_x[:batch_size])
 
 
 def save_per_example(per_example: dict[str, np.ndarray], path: Path) -> None:
     """The per-example test figures as a compressed .npz (float64 arrays of length N)."""
-    write_atomic(path, lambda target: np.savez_compressed(target, **per_example))
+    write_atomic(path, lambda target: np.savez_compressed(target, allow_pickle=False, **per_example))
 
 
 def read_per_example(path: Path) -> dict[str, np.ndarray]:
@@ -241,7 +225,7 @@ def save_history(stats, path: Path) -> None:
 
 def device_model_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.getdevice_model_name(device)
+        return torch.cuda.get_device_name(device)
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -379,3 +379,14 @@ def misaligned(tensor):
     view = buffer[1:].view(tensor.shape)
     view.copy_(tensor)
     return view
+
+
+def build_specs(args, profile, data_dim: int = 64, kind: str = "binary") -> list:
+    """The specs `run` would train for parsed `args`, on data of this size and kind."""
+    from types import SimpleNamespace
+
+    from genvar_bench.cli.run import build_configs
+
+    data = SimpleNamespace(name="digits" if kind == "binary" else "digits-grey",
+                           binarization="test", data_dim=data_dim, kind=kind)
+    return [spec for spec, _ in build_configs(args, profile, data)]

@@ -8,6 +8,7 @@ import pytest
 from genvar_bench import cli
 from genvar_bench import runner
 from genvar_bench.results import read_table
+from helpers import build_specs
 
 FAST = ["--dataset", "digits", "--epochs", "1", "--eval-samples", "8", "--no-progress"]
 
@@ -43,7 +44,7 @@ def test_new_rows_are_added_done_ones_skipped_and_forced_ones_replaced(tmp_path,
     first = table(tmp_path)
     run(tmp_path, "--method", "iwae", "--k", "3", "--backend", "reference")
     run(tmp_path, "--method", "iwae", "--k", "1", "--seed", "0")  # done: skipped
-    assert "in results.csv, skipped" in capsys.readouterr().err
+    assert "in results, skipped" in capsys.readouterr().err
     rows = table(tmp_path)
     assert len(rows) == 2
     assert set(zip(rows["k"], rows["backend"])) == {(1, "fused"), (3, "reference")}
@@ -88,17 +89,17 @@ def test_a_failing_method_is_a_failed_row_and_the_others_go_on(tmp_path, monkeyp
 def test_run_all_covers_every_method_for_the_data(tmp_path):
     from genvar_bench.profiles import get_profile
     args = cli.build_parser().parse_args(["run", "--all", "--seeds", "0,1"])
-    configs = cli.build_configs(args, get_profile("quick"), 64, "binary")
+    configs = build_specs(args, get_profile("quick"), 64, "binary")
     by_method = {}
     for config in configs:
-        by_method.setdefault(config.method, set()).add(config.num_samples)
+        by_method.setdefault(config.method, set()).add(config.k)
     assert by_method == {"vae": {1, 5, 50}, "iwae": {1, 5, 50}, "rws": {5}, "dae": {1},
                          "diffusion": {10}, "rbm-cd": {1, 25}, "rbm-pcd": {1}}
     assert len(configs) == 2 * 12 and {config.seed for config in configs} == {0, 1}
     both = cli.build_parser().parse_args(["run", "--all", "--backends", "fused,reference"])
-    assert {config.backend for config in cli.build_configs(both, get_profile("quick"), 64)} == {
+    assert {config.backend for config in build_specs(both, get_profile("quick"), 64)} == {
         "fused", "reference"}
-    continuous = cli.build_configs(args, get_profile("quick"), 64, "continuous")
+    continuous = build_specs(args, get_profile("quick"), 64, "continuous")
     assert {config.method for config in continuous} == {"diffusion-gauss"}
     with pytest.raises(SystemExit, match="not both"):
         run(tmp_path, "--all", "--method", "vae")
@@ -165,8 +166,9 @@ def test_rws_and_dae_rows_carry_their_options_and_sample_grids(tmp_path):
     assert ((terms - rows["test_iw_bound_k1"]).abs() < 3).all(), "both are one-sample bounds"
     assert (rows["test_reconstruction"] > 0).all()
     grids = sorted(path.name for path in (tmp_path / "digits" / "quick" / "samples").iterdir())
-    assert grids == ["dae-0.2-k1-L1-s0-cpu-fused.png", "rws-binary-mix-k5-L1-s0-cpu-fused.png",
-                     "rws-gaussian-mix-k5-L1-s0-cpu-fused.png"]
+    assert grids == sorted(f"{artifact}.png" for artifact in rows["artifact"])
+    assert [name.split("-")[:3] for name in grids] == [["dae", "0.2", "k1"], ["rws", "binary", "mix"],
+                                                       ["rws", "gaussian", "mix"]]
     import matplotlib.image
     image = matplotlib.image.imread(tmp_path / "digits" / "quick" / "samples" / grids[0])
     assert image.shape[0] > 8 * 10 and image.std() > 0.05
@@ -205,15 +207,17 @@ def test_diffusion_rows_report_their_bound_trajectory_bounds_and_a_trajectory_st
     assert rows["test_iw_bound_k5000"].isna().all() and rows["active_units"].isna().all()
     assert (rows["test_iw_bound_k500"] < rows["test_iw_bound_k1"]).all()
     samples = tmp_path / "digits" / "quick" / "samples"
-    assert (samples / "diffusion-6-mlp-paper-k2-L1-s0-cpu-fused-trajectory.png").exists()
+    paper = rows.loc["diffusion_steps=6,network=mlp,schedule=paper", "artifact"]
+    assert paper.startswith("diffusion-6-mlp-paper-k2-L1-s0-cpu-fused-")
+    assert (samples / f"{paper}-trajectory.png").exists()
 
 
 def test_diffusion_steps_default_to_the_profiles():
     from genvar_bench.profiles import get_profile
     args = cli.build_parser().parse_args(["run", "--method", "diffusion,vae"])
-    configs = cli.build_configs(args, get_profile("quick"), 64)
+    configs = build_specs(args, get_profile("quick"), 64)
     assert [dict(config.options).get("diffusion_steps") for config in configs] == [100, None, None]
-    assert configs[0].num_samples == 10
+    assert configs[0].k == 10
 
 
 def test_gaussian_diffusion_on_continuous_data_reports_bits_per_dim(tmp_path):
@@ -224,8 +228,8 @@ def test_gaussian_diffusion_on_continuous_data_reports_bits_per_dim(tmp_path):
     expected = (row["test_nll"] + 64 * math.log(17 / 2)) / (64 * math.log(2))
     assert abs(row["test_bits_per_dim"] - expected) < 1e-9 and expected > 0
     assert cli.main(["run", *args[:1], "swissroll", *args[2:], "--network", "mlp"]) == 0
-    assert (tmp_path / "swissroll" / "quick" / "samples"
-            / "diffusion-gauss-5-mlp-paper-k10-L1-s0-cpu-fused.png").exists()
+    artifact = read_table(tmp_path / "swissroll" / "quick" / "results.csv").iloc[0]["artifact"]
+    assert (tmp_path / "swissroll" / "quick" / "samples" / f"{artifact}.png").exists()
 
 
 @pytest.mark.parametrize("method, dataset", [("diffusion-gauss", "digits"), ("vae", "swissroll"),
@@ -256,9 +260,9 @@ def test_rbm_rows_report_ais_log_z_and_the_cd_objective(tmp_path):
 def test_rbm_hidden_units_default_to_the_data():
     from genvar_bench.profiles import get_profile
     args = cli.build_parser().parse_args(["run", "--method", "rbm-cd"])
-    assert [config.variant for config in cli.build_configs(args, get_profile("quick"), 784)] == [
+    assert [config.variant for config in build_specs(args, get_profile("quick"), 784)] == [
         "hidden=500", "hidden=500"]
-    assert cli.build_configs(args, get_profile("quick"), 64)[0].variant == "hidden=100"
+    assert build_specs(args, get_profile("quick"), 64)[0].variant == "hidden=100"
 
 
 def test_a_killed_training_resumes_from_its_checkpoint_bit_for_bit(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Methods from outside the suite: `run --plugin FILE|MODULE`, the `genvar_bench.methods`
 entry-point group, declared options as flags, and the shipped IWAE-DReG example, whose
 gradients are checked against their definition."""
+import json
 import math
 import os
 import subprocess
@@ -16,6 +17,7 @@ from genvar_bench import load_model
 from genvar_bench.core import METHODS
 from genvar_bench.plugins import PluginError, load_plugin
 from genvar_bench.results import read_table
+from genvar_bench.saved import ModelFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 DREG = ROOT / "examples" / "iwae_dreg.py"
@@ -89,16 +91,41 @@ def test_a_plugin_method_is_trained_scored_kept_and_rescored_beside_the_built_in
     assert set(rows.index) == {"iwae", "iwae-dreg"} and (rows["status"] == "ok").all()
     row = rows.loc["iwae-dreg"]
     assert row["nll_estimator"] == "IS k=8" and row["test_iw_bound_k1"] > row["test_nll"] > 0
-    model = tmp_path / "digits" / "quick" / "models" / f"{row['artifact']}.pt"
+    model = tmp_path / "digits" / "quick" / "models" / f"{row['artifact']}.safetensors"
     method, info = load_model(model)
     assert info["plugin"] == str(DREG.resolve()) and type(method).__name__ == "IWAEDReG"
-    # Another process, which never saw --plugin, re-scores it: the model names its source.
+    # Another process, which never saw --plugin, is told which plug-in the model needs and
+    # loads nothing on the model's say-so; named with --plugin, the model re-scores.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "genvar_bench", "score", str(model), "--no-progress",
-                             "--csv", str(tmp_path / "scored.csv")], env=env, cwd=tmp_path,
+    command = [sys.executable, "-m", "genvar_bench", "score", str(model), "--no-progress",
+               "--csv", str(tmp_path / "scored.csv")]
+    refused = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert f"--plugin {DREG.resolve()}" in refused.stderr.strip().splitlines()[-1]
+    result = subprocess.run(command + ["--plugin", str(DREG)], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert read_table(tmp_path / "scored.csv").iloc[0]["test_nll"] == pytest.approx(row["test_nll"], abs=1e-4)
+
+
+def test_a_kept_model_never_imports_the_plugin_it_names(tmp_path):
+    """A model file from elsewhere that names a plug-in file runs none of its code."""
+    assert cli.main(["run", *FAST, "--method", "vae", "--k", "1", "--out", str(tmp_path)]) == 0
+    row = read_table(tmp_path / "digits" / "quick" / "results.csv").iloc[0]
+    model = tmp_path / "digits" / "quick" / "models" / f"{row['artifact']}.safetensors"
+    marker = tmp_path / "code-ran"
+    hostile = tmp_path / "hostile_plugin.py"
+    hostile.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    metadata = json.loads(model.with_suffix(".json").read_text())
+    metadata["spec"]["method"], metadata["plugin"] = "hostile-method", str(hostile)
+    model.with_suffix(".json").write_text(json.dumps(metadata))
+    for command in (["score", str(model), "--no-progress"],
+                    ["sample", str(model), "--out", str(tmp_path / "x.png")]):
+        with pytest.raises(SystemExit, match=f"--plugin {hostile}"):
+            cli.main(command)
+    with pytest.raises(ModelFileError, match="is not registered"):
+        load_model(model)
+    assert not marker.exists()
 
 
 def test_plugin_errors_are_one_line_and_name_the_plugin(tmp_path):

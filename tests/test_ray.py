@@ -13,10 +13,26 @@ import pytest
 import ray
 import torch
 
+from genvar_bench import runner
 from genvar_bench.cli import main
+from genvar_bench.cli.run import build_configs, checked_settings
 from genvar_bench.results import read_table
 
 TINY = ["run", "--dataset", "digits", "--k", "1", "--eval-samples", "5", "--no-progress"]
+
+
+FLAKY = """
+import os
+from genvar_bench import register
+from genvar_bench.methods.vae import VAE
+
+
+@register("flaky")
+class Flaky(VAE):
+    def prepare_training(self, train_data):
+        if os.path.exists({flag!r}):
+            raise RuntimeError("flag file present")
+"""
 
 
 @pytest.fixture(scope="module")
@@ -26,34 +42,44 @@ def local_ray():
     ray.shutdown()
 
 
+def checked_specs(argv: list[str]) -> list:
+    from genvar_bench.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    profile, data, _ = checked_settings(args)
+    return [spec for spec, _ in build_configs(args, profile, data)]
+
+
 def read_rows(out: Path) -> pd.DataFrame:
     return read_table(out / "digits" / "quick" / "results.csv").set_index("method")
 
 
 def test_a_sweep_runs_as_ray_tasks_and_resumes(local_ray, tmp_path, capsys):
     out = tmp_path / "out"
-    # A folder where iwae's sample grid goes: its task raises, which is a failed row (not
-    # retried by Ray).
-    blocked = out / "digits" / "quick" / "samples" / "iwae-k1-L1-s0-cpu-fused.png"
-    blocked.mkdir(parents=True)
-    command = TINY + ["--method", "vae,iwae", "--epochs", "1", "--out", str(out),
-                      "--executor", "ray", "--cpus-per-run", "1"]
+    # A plug-in method that fails while a flag file exists: its task raises, which is a
+    # failed row (not retried by Ray); the plug-in is loaded in each worker too.
+    flag = tmp_path / "fail-now"
+    flag.write_text("")
+    plugin = tmp_path / "flaky_plugin.py"
+    plugin.write_text(FLAKY.format(flag=str(flag)))
+    command = TINY + ["--plugin", str(plugin), "--method", "vae,flaky", "--epochs", "1",
+                      "--out", str(out), "--executor", "ray", "--cpus-per-run", "1"]
     assert main(command) == 1
     rows = read_rows(out)
     assert rows.loc["vae", "status"] == "ok" and rows.loc["vae", "test_nll"] > 0
     assert rows.loc["vae", "threads"] == 1 and rows.loc["vae", "processes"] == 1
-    assert rows.loc["iwae", "status"] == "failed"
-    assert "IsADirectoryError" in rows.loc["iwae", "error"], rows.loc["iwae", "error"]
+    assert rows.loc["flaky", "status"] == "failed"
+    assert "flag file present" in rows.loc["flaky", "error"], rows.loc["flaky", "error"]
     assert "submitted" in capsys.readouterr().err
 
-    blocked.rmdir()
-    assert main(command) == 0  # vae skipped, iwae retried
-    assert "vae k=1 L=1 on digits (cpu, fused, seed 0): in results.csv, skipped" in capsys.readouterr().err
+    flag.unlink()
+    assert main(command) == 0  # vae skipped, flaky retried
+    assert "vae k=1 L=1 on digits (cpu, fused, seed 0): in results, skipped" in capsys.readouterr().err
     again = read_rows(out)
     assert again.loc["vae", "finished_at"] == rows.loc["vae", "finished_at"]
     assert list(again["status"]) == ["ok", "ok"]
-    # vae k=1 and iwae k=1 are one objective: the same row, from two tasks
-    assert again.loc["iwae", "test_nll"] == again.loc["vae", "test_nll"]
+    # flaky is vae under another name: the same row, from two tasks
+    assert again.loc["flaky", "test_nll"] == again.loc["vae", "test_nll"]
 
 
 def kill_worker_once(task_prefix: str, checkpoint: Path, killed: list, stop: threading.Event):
@@ -75,10 +101,11 @@ def kill_worker_once(task_prefix: str, checkpoint: Path, killed: list, stop: thr
 def test_a_killed_worker_is_retried_and_its_row_is_the_uninterrupted_one(local_ray, tmp_path):
     out = tmp_path / "ray"
     command = TINY + ["--method", "vae", "--epochs", "20", "--checkpoint-minutes", "0"]
-    checkpoint = out / "digits" / "quick" / "checkpoints" / "vae-k1-L1-s0-cpu-fused.pt"
+    spec = checked_specs(command + ["--out", str(out)])[0]
+    checkpoint = runner.checkpoint_path(out / "digits" / "quick", spec)
     killed, stop = [], threading.Event()
     watcher = threading.Thread(target=kill_worker_once, daemon=True, args=(
-        "ray::genvar_bench:vae-k1-L1-s0-cpu-fused", checkpoint, killed, stop))
+        f"ray::genvar_bench:{spec.file_stem}", checkpoint, killed, stop))
     watcher.start()
     try:
         assert main(command + ["--out", str(out), "--executor", "ray", "--cpus-per-run", "1"]) == 0

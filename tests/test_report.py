@@ -68,4 +68,4 @@ def test_report_command_writes_tables_and_figures(tmp_path):
 
 def test_report_without_results_says_so(tmp_path, capsys):
     assert cli.main(["report", "--out", str(tmp_path)]) == 1
-    assert "no results.csv" in capsys.readouterr().err
+    assert "no results under" in capsys.readouterr().err

@@ -66,6 +66,8 @@ def device_list(text: str) -> list[str]:
             kind = None
         if kind not in ("cpu", "cuda"):
             raise argparse.ArgumentTypeError(f"unknown device {name!r}: expected cpu, cuda or cuda:N")
+        if kind == "cpu" and torch.device(name).index not in (None, 0):
+            raise argparse.ArgumentTypeError(f"unknown device {name!r}: the CPU is cpu (or cpu:0)")
     if not devices:
         raise argparse.ArgumentTypeError(f"expected devices, got {text!r}")
     return devices
@@ -87,6 +89,8 @@ def check_device(device: str, backend: str) -> None:
     target = torch.device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
         sys.exit(f"error: --device {device} asked for, but torch {torch.__version__} sees no CUDA device")
+    if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
+        sys.exit(f"error: --device {device} asked for, but there are {torch.cuda.device_count()} CUDA devices")
     if backend == "fused":
         from genvar_bench._extension import cuda_ops_built, require_extension
         try:
@@ -108,13 +112,26 @@ def load_data_or_exit(name: str, data_dir: str | None):
 
 
 
-def load_model_or_exit(path: str, device: str):
+def load_model_or_exit(path: str, device: str, plugins: list[str] | tuple[str, ...] = ()):
     from genvar_bench.saved import ModelFileError, load_model
 
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         sys.exit(f"error: --device {device} asked for, but torch {torch.__version__} sees no CUDA device")
     try:
-        return load_model(path, device=device)
+        return load_model(path, device=device, plugins=plugins)
     except ModelFileError as error:
         sys.exit(f"error: {error}")
 
+
+def check_data_fits(model: str, info: dict, dataset) -> None:
+    """A model scores only data of its own kind and shape: binary data for a model of
+    binary data, continuous for continuous."""
+    from genvar_bench.core import METHODS
+
+    kind = METHODS[info["method"]].data_kind
+    if dataset.kind != kind:
+        sys.exit(f"error: {model} models {kind} data; {dataset.name} is {dataset.kind} data: "
+                 f"give a --dataset of {kind} data")
+    if dataset.data_dim != info["data_dim"]:
+        sys.exit(f"error: {model} models {info['data_dim']}-dimensional data, "
+                 f"{dataset.name} has {dataset.data_dim} dimensions")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +14,12 @@ from pathlib import Path
 import torch
 
 from genvar_bench import executors, results, runner
-from genvar_bench.cli import arguments
+from genvar_bench.cli import arguments, capacity
 from genvar_bench.core import METHODS, Option, method_spec_options, resolved_option_defaults
 from genvar_bench.data import DATASET_KINDS, DATASETS
 from genvar_bench.ops import BACKENDS
 from genvar_bench.profiles import PROFILES, get_profile
-from genvar_bench.runner import RunConfig
+from genvar_bench.spec import RunSpec, make_spec
 
 # `run --all`: every registered method for the dataset's kind of data, vae and iwae at
 # these k, the others at their own defaults.
@@ -63,6 +64,8 @@ def add_parser(commands) -> None:
     run.add_argument("--eval-samples", type=arguments.positive_int, default=None,
                      help="importance samples of the test NLL (default: the profile's, 5000)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--allow-large", action="store_true",
+                     help="run configurations whose estimated memory exceeds what is available")
     executors.add_arguments(run)
     add_method_options(run)
     run.set_defaults(handler=command_run)
@@ -104,12 +107,13 @@ def add_method_options(run) -> None:
 
 
 
-def build_configs(args, profile, data_dim: int, data_kind: str = "binary") -> list:
-    """Every (method, options, k, layers, seed, device) asked for, each option only where
-    the method has it; an option no chosen method has is an error. Defaults that depend
-    on the profile (T of diffusion) or the data (RBM hidden units) are filled in."""
+def build_configs(args, profile, data) -> list[tuple[RunSpec, str]]:
+    """(spec, device) of every (method, options, k, layers, seed, device, backend) asked
+    for, each option only where the method has it; an option no chosen method has is an
+    error. Defaults that depend on the profile (T of diffusion) or the data (RBM hidden
+    units) are filled in. Devices that give the same spec (cpu and cpu:0) run once."""
     if args.all:
-        methods = [name for name in METHODS if METHODS[name].data_kind == data_kind]
+        methods = [name for name in METHODS if METHODS[name].data_kind == data.kind]
     else:
         methods = args.method or ["vae", "iwae"]
     given = {name: getattr(args, name) for name in registered_options()
@@ -119,9 +123,9 @@ def build_configs(args, profile, data_dim: int, data_kind: str = "binary") -> li
     if unused:
         sys.exit(f"error: --{unused[0].replace('_', '-')} applies to none of the methods "
                  f"{', '.join(methods)}")
-    configs = []
+    configs: dict[str, tuple[RunSpec, str]] = {}
     for method in methods:
-        defaults = resolved_option_defaults(method, profile, data_dim)
+        defaults = resolved_option_defaults(method, profile, data.data_dim)
         names = sorted(defaults)
         sample_counts = (args.k or (ALL_SAMPLE_COUNTS.get(method) if args.all else None)
                          or METHODS[method].default_num_samples
@@ -129,20 +133,25 @@ def build_configs(args, profile, data_dim: int, data_kind: str = "binary") -> li
         for values in itertools.product(*(given.get(name, [defaults[name]]) for name in names)):
             for k, layers, seed, device, backend in itertools.product(
                     sample_counts, args.layers, args.seeds, args.devices, args.backends):
-                configs.append(RunConfig(method, k, layers, seed, device, backend,
-                                         tuple(zip(names, values))))
-    return configs
+                spec = make_spec(method, tuple(zip(names, values)), k, layers, seed, device,
+                                 backend, profile, data)
+                if spec.hash in configs:
+                    print(f"warning: {spec.label} seed {spec.seed} on {device} is the same run "
+                          f"as on {configs[spec.hash][1]}; it runs once", file=sys.stderr)
+                    continue
+                configs[spec.hash] = (spec, device)
+    return list(configs.values())
 
 
-def existing_keys(csv_path) -> set[tuple[str, ...]]:
-    """The key (`results.config_key`) of every finished row of a results.csv (status ok:
-    not failed, not invalid), as strings."""
-    table = results.read_results(csv_path)
+def existing_hashes(directory) -> set[str]:
+    """The spec hash of every finished row (status ok: not failed, not invalid) of a
+    results folder."""
+    table = results.read_results(directory)
     if table.empty:
         return set()
     for _, row in table[table["status"] == "invalid"].iterrows():
         print(f"warning: {row['error']}; it is run again", file=sys.stderr)
-    return set(results.key_tuples(table[table["status"] == "ok"]))
+    return results.done_hashes(table)
 
 
 def init_distributed(args) -> int:
@@ -168,26 +177,6 @@ def init_distributed(args) -> int:
     return dist.get_rank()
 
 
-def check_out_dir(out: str) -> None:
-    """Exits with a one-line error unless `out` is, or can be made, a writable folder:
-    found before any training, not after it."""
-    import os
-    import tempfile
-
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        sys.exit(f"error: --out {out} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        sys.exit(f"error: --out {out} is not a writable folder ({error.strerror or error})")
-    if not os.access(path, os.W_OK | os.X_OK):
-        sys.exit(f"error: --out {out} is not a writable folder")
-
-
-
 @dataclass
 class Plan:
     """What a `run` does: its configurations, the results folder, the keys of the rows
@@ -206,6 +195,8 @@ def checked_settings(args):
     problem a one-line error; under torchrun, the process group joined."""
     if args.all and args.method:
         sys.exit("error: --all runs every method; give --method or --all, not both")
+    if args.method is not None and not args.method:  # e.g. --method , (else: the default methods)
+        sys.exit("error: --method names no method; give comma-separated method names")
     profile = get_profile(args.profile)
     if args.epochs is not None:
         profile = profile.scaled(args.epochs)
@@ -213,7 +204,9 @@ def checked_settings(args):
         profile = type(profile)(**{**profile.__dict__, "eval_samples": args.eval_samples})
     if args.checkpoint_minutes < 0:
         sys.exit(f"error: --checkpoint-minutes must be >= 0, got {args.checkpoint_minutes}")
-    check_out_dir(args.out)
+    if not math.isfinite(args.checkpoint_minutes):
+        sys.exit(f"error: --checkpoint-minutes must be a finite number, got {args.checkpoint_minutes}")
+    capacity.check_out_dir(args.out)
     # Under torchrun every process trains each configuration on its share of the batches;
     # process 0 alone scores, prints and writes.
     rank = init_distributed(args)
@@ -235,43 +228,80 @@ def checked_settings(args):
 
 def plan_run(args, profile, dataset, rank: int = 0) -> Plan:
     """The configurations asked for and, for those not done, their jobs; with --force
-    every configuration is a job and starts afresh (its checkpoint deleted)."""
-    configs = build_configs(args, profile, dataset.data_dim, dataset.kind)
+    every configuration is a job and starts afresh (its checkpoint deleted). Everything
+    the jobs need (folders, disk, memory) is checked here, before any of them starts."""
+    configs = build_configs(args, profile, dataset)
     directory = results.table_dir(args.out, dataset.name, profile.name)
     try:
-        done = set() if args.force else existing_keys(directory / "results.csv")
+        done = set() if args.force else existing_hashes(directory)
     except results.ResultsFileError as error:
         sys.exit(f"error: {error}")
     plan = Plan(profile, dataset, configs, directory, done)
-    for index, config in enumerate(configs):
-        where = (f"[{index + 1}/{len(configs)}] {config.label} on {dataset.name} "
-                 f"({config.device}, {config.backend}, seed {config.seed})")
-        paths = runner.artifact_paths(directory, config)
-        if results.config_key(config) in done:
+    for index, (spec, device) in enumerate(configs):
+        where = (f"[{index + 1}/{len(configs)}] {spec.label} on {dataset.name} "
+                 f"({device}, {spec.backend}, seed {spec.seed})")
+        if spec.hash in done:
             if rank == 0:
-                print(f"{where}: in results.csv, skipped (--force reruns it)", file=sys.stderr, flush=True)
+                print(f"{where}: in results, skipped (--force reruns it)", file=sys.stderr, flush=True)
             continue
-        if args.force:
-            paths["checkpoint"].unlink(missing_ok=True)
-        plan.jobs.append(executors.Job(where, config, dict(
-            show_progress=rank == 0 and not args.no_progress,
-            checkpoint_seconds=60 * args.checkpoint_minutes, **paths)))
+        checkpoint = runner.checkpoint_path(directory, spec)
+        if args.force and rank == 0:
+            checkpoint.unlink(missing_ok=True)
+        plan.jobs.append(executors.Job(where, spec, device, dict(
+            show_progress=rank == 0 and not args.no_progress, checkpoint=checkpoint,
+            checkpoint_seconds=60 * args.checkpoint_minutes, directory=directory)))
+    if rank == 0 and plan.jobs:
+        capacity.check_jobs(plan.jobs, directory, dataset, args.allow_large)
     return plan
 
 
-def record_row(args, dataset, profile, config, row: dict | None, message: str = "") -> dict:
-    """Checks a finished row (an impossible one becomes a failed row) and adds it, or the
-    failed row of `message`, to the results table; returns what was written."""
+def record_row(args, dataset, profile, spec: RunSpec, row: dict | None, message: str = "",
+               error: BaseException | None = None) -> dict:
+    """Checks a finished row (an impossible one becomes a failed row) and stores it, or the
+    failed row of `message`, in the results folder; returns what was written. A failed
+    row keeps its traceback in failures/<file stem>.txt, named in its `traceback` column;
+    it never replaces a finished row of the same spec (--force), whose files stay. A
+    finished row that replaces another takes its files' place: the old ones are removed
+    once the new row is stored."""
     from genvar_bench.report import write_results_markdown
 
+    directory = results.table_dir(args.out, dataset.name, profile.name)
     if row is not None:
         problem = results.row_problem(row, dataset.kind == "binary")
         if problem is not None:
             row = {**row, "status": "failed", "error": f"impossible result: {problem}"}
     else:
-        row = results.failed_row(config, dataset.name, profile.name, message, runner.git_commit())
-    results.update_results(args.out, dataset.name, profile.name, [row], render=write_results_markdown)
+        row = results.failed_row(spec, message, runner.git_commit())
+    previous = results.stored_row(directory, spec)
+    if row["status"] != "ok":
+        row["traceback"] = _keep_traceback(directory, spec, row["error"], error)
+        if previous is not None and previous.get("status") == "ok":
+            print(f"    the finished row of {spec.label} seed {spec.seed} is kept", file=sys.stderr)
+            return row
+    results.update_results(args.out, dataset.name, profile.name, [(spec, row)],
+                           render=write_results_markdown)
+    old = previous.get("artifact") if previous is not None else None
+    if row["status"] == "ok" and isinstance(old, str) and old and old != row.get("artifact"):
+        runner.remove_artifacts(directory, old)
     return row
+
+
+def _keep_traceback(directory, spec: RunSpec, message: str, error: BaseException | None) -> str:
+    """failures/<file stem>.txt with the message and the traceback; its path relative to
+    the results folder, or "" when it cannot be written (a full disk)."""
+    import traceback
+
+    from genvar_bench.atomic import write_text_atomic
+
+    text = message + "\n"
+    if error is not None:
+        text += "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    relative = f"failures/{spec.file_stem}.txt"
+    try:
+        write_text_atomic(directory / relative, text)
+    except OSError:
+        return ""
+    return relative
 
 
 def command_run(args) -> int:
@@ -286,15 +316,21 @@ def command_run(args) -> int:
     finished, failed = 0, []
     try:
         for job, row, error in executor.run(plan.jobs, dataset, profile):  # as each finishes
-            config = job.config
-            if error is not None:  # a failing method is a failed row; the others go on
-                row = record_row(args, dataset, profile, config, None, f"{type(error).__name__}: {error}")
+            spec = job.spec
+            try:
+                if error is not None:  # a failing method is a failed row; the others go on
+                    row = record_row(args, dataset, profile, spec, None,
+                                     f"{type(error).__name__}: {error}", error)
+                else:
+                    row = record_row(args, dataset, profile, spec, row)
+            except (results.ResultsFileError, OSError) as caught:  # e.g. a full disk
+                failed.append(spec.label)
+                print(f"    FAILED, not recorded: {caught}", file=sys.stderr, flush=True)
+                continue
+            if row["status"] == "ok":
+                job.arguments["checkpoint"].unlink(missing_ok=True)
             else:
-                row = record_row(args, dataset, profile, config, row)
-                if row["status"] == "ok":
-                    job.arguments["checkpoint"].unlink(missing_ok=True)
-            if row["status"] != "ok":
-                failed.append(config.label)
+                failed.append(spec.label)
                 print(f"    FAILED: {row['error']}", file=sys.stderr, flush=True)
                 continue
             finished += 1

@@ -10,6 +10,11 @@ from genvar_bench import figures
 from genvar_bench.cli import arguments
 
 
+# The most samples one grid holds (50 x 50 images): more gives an unreadable picture and,
+# at 100,000, gigabytes of memory.
+MAX_SAMPLES = 2500
+
+
 def add_parser(commands) -> None:
     sample = commands.add_parser("sample", help="draw samples from a kept model into a PNG grid")
     sample.add_argument("model", help="a kept model file")
@@ -19,6 +24,8 @@ def add_parser(commands) -> None:
     sample.add_argument("--device", type=arguments.device_list, default=["cpu"], help="cpu (default) or cuda[:N]")
     sample.add_argument("--data-dir", default=None,
                         help="folder holding binarized_mnist.npz (2-D data only: drawn over it)")
+    sample.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                        help="the plug-in a plug-in method's model needs (never loaded unless named)")
     sample.set_defaults(handler=command_sample)
 
 
@@ -28,9 +35,11 @@ def command_sample(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         sys.exit(f"error: --out {args.out} must name a .png file")
-    if out.parent.exists() and not out.parent.is_dir():
-        sys.exit(f"error: {out.parent} is not a folder")
-    method, info = arguments.load_model_or_exit(args.model, args.device[0])
+    if args.num > MAX_SAMPLES:
+        sys.exit(f"error: --num {args.num} is more than one grid holds ({MAX_SAMPLES}); "
+                 "draw several grids with different --seed")
+    _check_writable(out)
+    method, info = arguments.load_model_or_exit(args.model, args.device[0], args.plugin)
     torch.manual_seed(args.seed[0])
     samples = method.sample(args.num)
     if info["image_shape"] is None:  # 2-D data: drawn over the test set
@@ -40,3 +49,20 @@ def command_sample(args) -> int:
                                 value_range=tuple(info["value_range"]))
     print(f"{args.num} samples of {info['method']} ({info['artifact']}) -> {out}", file=sys.stderr)
     return 0
+
+
+def _check_writable(out: Path) -> None:
+    """--out can be written: its folder exists (or can be made) and takes a file."""
+    import tempfile
+
+    if out.is_dir():
+        sys.exit(f"error: --out {out} is a folder; name a .png file")
+    folder = out.parent if str(out.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        sys.exit(f"error: {folder} is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        sys.exit(f"error: --out {out}: {folder} is not a writable folder ({error.strerror or error})")

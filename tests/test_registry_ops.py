@@ -57,3 +57,19 @@ def test_the_training_path_is_not_taken_under_compile():
     assert "genvar.iwae_log_weights" in traced, traced
     assert not any("and_grad" in target for target in traced), traced
     torch.testing.assert_close(value, REFERENCE.iwae_log_weights(*args))
+
+
+def test_gradients_name_the_inputs_as_the_schema_does():
+    """Gradients names an op's inputs by its schema's argument names (the reference's
+    parameters carry the same), and the registry turns them into positions."""
+    from genvar_bench.ops.iwae import iwae_log_weights_ref
+
+    gradients = registry.Gradients(differentiable=("logits", "z", "mu", "logvar"),
+                                   no_gradient={"x": "no gradient for x"},
+                                   buffers_for=("logits",), scale_args=("z", "mu", "logvar"))
+    slots = registry._slots("iwae_log_weights", iwae_log_weights_ref, gradients)
+    assert slots.differentiable == (0, 2, 3, 4) and slots.no_gradient == {1: "no gradient for x"}
+    assert slots.buffers_for == (0,) and slots.scale_args == (2, 3, 4)
+    with pytest.raises(ValueError, match="has no argument 'log_var'"):
+        registry._slots("iwae_log_weights", iwae_log_weights_ref,
+                        registry.Gradients(differentiable=("log_var",)))

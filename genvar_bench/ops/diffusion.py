@@ -124,7 +124,7 @@ def _gaussian_fake(x0, xt, mean, log_var, steps, betas):
 # per call. Each schedule's table is built once (a cache in csrc/ops/diffusion.cpp).
 fused_diffusion_binomial_kl = define_op(
     "diffusion_binomial_kl", diffusion_binomial_kl_ref, _binomial_fake,
-    Gradients(differentiable=(2,), buffers_for=(2,)))
+    Gradients(differentiable=("logits",), buffers_for=("logits",)))
 fused_diffusion_gaussian_kl = define_op(
     "diffusion_gaussian_kl", diffusion_gaussian_kl_ref, _gaussian_fake,
-    Gradients(differentiable=(2, 3), buffers_for=(2, 3)))
+    Gradients(differentiable=("mean", "log_var"), buffers_for=("mean", "log_var")))

@@ -77,9 +77,9 @@ def _bound_backward(ctx, grad_bound, grad_weights):
 # scales it into the logits gradient and computes those of z, mu and logvar.
 fused_iwae_log_weights = define_op(
     "iwae_log_weights", iwae_log_weights_ref, _log_weights_fake,
-    Gradients(differentiable=(0, 2, 3, 4),
-              no_gradient={1: "iwae_log_weights has no gradient with respect to x (the data)"},
-              buffers_for=(0,), scale_args=(2, 3, 4)))
+    Gradients(differentiable=("logits", "z", "mu", "logvar"),
+              no_gradient={"x": "iwae_log_weights has no gradient with respect to x (the data)"},
+              buffers_for=("logits",), scale_args=("z", "mu", "logvar")))
 fused_iwae_bound = define_op(
     "iwae_bound", iwae_bound_ref, _bound_fake, autograd=(_bound_backward, _bound_setup),
     backward_fake=lambda grad_bound, grad_weights, weights: torch.empty_like(weights))

@@ -16,6 +16,7 @@ Most ops come as four compiled ops that follow one naming scheme:
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -30,32 +31,74 @@ REFERENCE: dict[str, Callable] = {}
 
 @dataclass(frozen=True)
 class Gradients:
-    """How an op's gradients map onto its inputs.
+    """How an op's gradients map onto its inputs, each input named as in the op's schema
+    (`torch.ops.genvar.<name>`; without the op library, the reference's parameters, which
+    carry the same names).
 
-    differentiable: input positions that get a gradient, in the order the `_backward` op
+    differentiable: the inputs that get a gradient, in the order the `_backward` op
     returns them (one tensor when there is one); the others get None, and those in
     `no_gradient` raise its message when a gradient is asked of them.
     buffers_for / scale_args: of the training path, see the module docstring.
     """
 
+    differentiable: tuple[str, ...]
+    no_gradient: dict[str, str] = field(default_factory=dict)
+    buffers_for: tuple[str, ...] = ()
+    scale_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Slots:
+    """A Gradients with each input name replaced by its position in the op's arguments."""
+
     differentiable: tuple[int, ...]
-    no_gradient: dict[int, str] = field(default_factory=dict)
-    buffers_for: tuple[int, ...] = ()
-    scale_args: tuple[int, ...] = ()
+    no_gradient: dict[int, str]
+    buffers_for: tuple[int, ...]
+    scale_args: tuple[int, ...]
 
 
-def _full(gradients: Gradients, num_inputs: int, by_input: dict[int, torch.Tensor], ctx):
+def _argument_names(name: str, reference: Callable) -> list[str]:
+    """The op's argument names: from its schema when the op library has the op, else from
+    the reference's signature; where both exist they must agree."""
+    from_reference = list(inspect.signature(reference).parameters)
+    if not (extension_available() and hasattr(torch.ops.genvar, name)):
+        return from_reference
+    from_schema = [argument.name
+                   for argument in getattr(torch.ops.genvar, name).default._schema.arguments]
+    if from_schema != from_reference:
+        raise TypeError(f"genvar::{name} takes ({', '.join(from_schema)}) but its reference "
+                        f"{reference.__name__} takes ({', '.join(from_reference)})")
+    return from_schema
+
+
+def _slots(name: str, reference: Callable, gradients: Gradients) -> _Slots:
+    names = _argument_names(name, reference)
+
+    def position(argument: str) -> int:
+        if argument not in names:
+            raise ValueError(f"genvar::{name} has no argument {argument!r} (its arguments: "
+                             f"{', '.join(names)})")
+        return names.index(argument)
+
+    return _Slots(differentiable=tuple(map(position, gradients.differentiable)),
+                  no_gradient={position(argument): message
+                               for argument, message in gradients.no_gradient.items()},
+                  buffers_for=tuple(map(position, gradients.buffers_for)),
+                  scale_args=tuple(map(position, gradients.scale_args)))
+
+
+def _full(gradients: _Slots, num_inputs: int, by_input: dict[int, torch.Tensor], ctx):
     return tuple(by_input.get(index) if ctx.needs_input_grad[index] else None
                  for index in range(num_inputs))
 
 
-def _check_requests(ctx, gradients: Gradients):
+def _check_requests(ctx, gradients: _Slots):
     for index, message in gradients.no_gradient.items():
         if ctx.needs_input_grad[index]:
             raise RuntimeError(message)
 
 
-def _recompute(name: str, gradients: Gradients, grad, inputs, ctx):
+def _recompute(name: str, gradients: _Slots, grad, inputs, ctx):
     """The plain op's backward: the `_backward` op on the saved inputs."""
     values = getattr(torch.ops.genvar, f"{name}_backward")(grad, *inputs)
     values = values if isinstance(values, (tuple, list)) else (values,)
@@ -76,7 +119,7 @@ def _save_inputs_and_buffers(ctx, inputs, output):
     ctx.save_for_backward(*inputs)
 
 
-def _register_autograd(name: str, gradients: Gradients):
+def _register_autograd(name: str, gradients: _Slots):
     def backward(ctx, grad, *_):
         _check_requests(ctx, gradients)
         num_inputs = len(ctx.needs_input_grad)
@@ -104,7 +147,7 @@ def _register_autograd(name: str, gradients: Gradients):
                                         setup_context=setup_training_path)
 
 
-def _register_fakes(name: str, fake: Callable, gradients: Gradients | None):
+def _register_fakes(name: str, fake: Callable, gradients: _Slots | None):
     torch.library.register_fake(f"genvar::{name}")(fake)
     if gradients is None:
         return
@@ -135,7 +178,7 @@ def _register_fakes(name: str, fake: Callable, gradients: Gradients | None):
     torch.library.register_fake(f"genvar::{name}_and_grad_backward_")(scale_fake)
 
 
-def training_path(name: str, gradients: Gradients) -> Callable:
+def training_path(name: str, gradients: _Slots, buffer_names: tuple[str, ...]) -> Callable:
     """The fused entry point: `genvar::<name>_and_grad` on a CPU when an input with a
     buffer needs a gradient (its first output), else `genvar::<name>`."""
     def entry(*inputs):
@@ -145,8 +188,9 @@ def training_path(name: str, gradients: Gradients) -> Callable:
             return getattr(torch.ops.genvar, f"{name}_and_grad")(*inputs)[0]
         return getattr(torch.ops.genvar, name)(*inputs)
     entry.__name__ = entry.__qualname__ = f"fused_{name}"
-    entry.__doc__ = (f"`genvar::{name}`, or on a CPU when its inputs {gradients.buffers_for} need "
-                     f"a gradient, the training path `genvar::{name}_and_grad` (registry.py).")
+    entry.__doc__ = (f"`genvar::{name}`, or on a CPU when one of {', '.join(buffer_names)} "
+                     f"needs a gradient, the training path `genvar::{name}_and_grad` "
+                     "(registry.py).")
     return entry
 
 
@@ -160,18 +204,21 @@ def define_op(name: str, reference: Callable, fake: Callable, gradients: Gradien
     backends' op sets. Returns the fused entry point: `fused`, the training path when
     `gradients` has buffers, else the op itself; without the op library, `fused` or the
     training path (None when the op has neither)."""
-    if fused is None and gradients is not None and gradients.buffers_for:
-        fused = training_path(name, gradients)
+    slots = None
+    if gradients is not None:
+        slots = _slots(name, reference, gradients)
+        if fused is None and slots.buffers_for:
+            fused = training_path(name, slots, gradients.buffers_for)
     REFERENCE[name] = reference
     if not (extension_available() and hasattr(torch.ops.genvar, name)):
         return fused
-    _register_fakes(name, fake, gradients)
+    _register_fakes(name, fake, slots)
     if backward_fake is not None:
         torch.library.register_fake(f"genvar::{name}_backward")(backward_fake)
     if autograd is not None:
         backward, setup_context = autograd
         torch.library.register_autograd(f"genvar::{name}", backward, setup_context=setup_context)
-    elif gradients is not None:
-        _register_autograd(name, gradients)
+    elif slots is not None:
+        _register_autograd(name, slots)
     FUSED[name] = fused or getattr(torch.ops.genvar, name)
     return FUSED[name]

@@ -48,6 +48,6 @@ def _log_weights_fake(logits, x, h, prior_logits, q_logits):
 # The training path (registry.py), as for iwae_log_weights and for the same reasons.
 fused_sbn_log_weights = define_op(
     "sbn_log_weights", sbn_log_weights_ref, _log_weights_fake,
-    Gradients(differentiable=(0, 2, 3, 4),
-              no_gradient={1: "sbn_log_weights has no gradient with respect to x (the data)"},
-              buffers_for=(0,), scale_args=(2, 3, 4)))
+    Gradients(differentiable=("logits", "h", "prior_logits", "q_logits"),
+              no_gradient={"x": "sbn_log_weights has no gradient with respect to x (the data)"},
+              buffers_for=("logits",), scale_args=("h", "prior_logits", "q_logits")))

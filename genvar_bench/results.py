@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+from filelock import FileLock
 
 from genvar_bench.atomic import write_text_atomic
 from genvar_bench.spec import KEY_COLUMNS, RunSpec, SpecError
@@ -108,7 +109,11 @@ def open_store(path: str | os.PathLike) -> Store:
     if csv_path.is_dir():
         raise ResultsFileError(f"{csv_path} is a folder, not a results table; move it aside")
     if not store.path.exists() and csv_path.exists():
-        _migrate(store, csv_path)
+        # Built aside and moved into place under a lock: a kill mid-way leaves no half
+        # store, and a second process waits, then finds the whole one.
+        with FileLock(str(folder / f"{STORE_NAME}.migrate.lock")):
+            if not store.path.exists():
+                _migrate(store, csv_path)
     return store
 
 
@@ -135,7 +140,15 @@ def _migrate(store: Store, csv_path: Path) -> None:
             entries.append((legacy_spec(record), record))
         except (KeyError, ValueError, TypeError, SpecError) as error:
             warnings.warn(f"{csv_path}: a row without its key ({error}) is dropped")
-    store.write(entries)
+    aside = Store(csv_path.parent, name=f".{STORE_NAME}.migrating-{os.getpid()}")
+    try:
+        aside.write(entries)
+        os.replace(aside.path, store.path)
+    except StoreError as error:
+        raise ResultsFileError(str(error)) from None
+    finally:
+        for leftover in (aside.path, *(aside.path.with_name(aside.path.name + end) for end in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
 
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
@@ -179,7 +192,11 @@ def as_table(rows: list[dict], folder: Path | None = None) -> pd.DataFrame:
 
 def stored_row(folder: Path, spec: RunSpec) -> dict | None:
     """The row stored under `spec` in a results folder, or None."""
-    for row in open_store(folder).rows():
+    try:
+        rows = open_store(folder).rows()
+    except StoreError as error:
+        raise ResultsFileError(str(error)) from None
+    for row in rows:
         if row.get("spec_hash") == spec.hash:
             return row
     return None

@@ -30,7 +30,7 @@ import torch
 import genvar_bench.methods  # noqa: F401  (the built-in methods)
 from genvar_bench import spec as specs
 from genvar_bench.atomic import write_atomic, write_text_atomic
-from genvar_bench.core import METHODS
+from genvar_bench.registry import METHODS
 from genvar_bench.methods import build_method
 
 MODEL_FORMAT = "genvar-bench model 2"
@@ -99,6 +99,12 @@ def read_metadata(path: str | os.PathLike) -> dict:
             raise ValueError(f"data_dim {data_dim!r} is not a positive integer")
         if not isinstance(metadata["extra_state"], dict) or not isinstance(metadata["weights"], str):
             raise ValueError("extra_state or weights is malformed")
+        for name in ("image_shape", "value_range"):
+            if metadata[name] is not None and not isinstance(metadata[name], list):
+                raise ValueError(f"{name} is {metadata[name]!r}, not a list")
+        for name in ("git_commit", "artifact"):
+            if not isinstance(metadata[name], str):
+                raise ValueError(f"{name} is {metadata[name]!r}, not text")
     except (KeyError, ValueError, TypeError, specs.SpecError) as error:
         raise ModelFileError(f"{meta_file}: malformed model metadata ({error})") from None
     return metadata

@@ -19,6 +19,7 @@ import math
 import os
 import sqlite3
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -58,40 +59,78 @@ def _encode(value: Any) -> Any:
 class Store:
     """The store of one results folder."""
 
-    def __init__(self, folder: str | os.PathLike, create: bool = True):
+    def __init__(self, folder: str | os.PathLike, create: bool = True, name: str = STORE_NAME):
         self.folder = Path(folder)
-        self.path = self.folder / STORE_NAME
+        self.path = self.folder / name
         if not self.path.exists() and not create:
             raise StoreError(f"{self.folder} has no results store ({STORE_NAME})")
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS,
-                                         isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            connection.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as error:
-            raise StoreError(f"{self.path} cannot be opened as a results store ({error})") from None
-        return connection
+        # Switching a new database to WAL takes its lock without waiting on the busy
+        # handler: writers that create the store at once retry until the timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS,
+                                             isolation_level=None)
+                try:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("PRAGMA synchronous=FULL")
+                    connection.executescript(_SCHEMA)
+                except BaseException:
+                    connection.close()
+                    raise
+                return connection
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise StoreError(f"{self.path} cannot be opened as a results store ({error})") from None
+                time.sleep(0.05)
+            except (sqlite3.Error, OSError) as error:
+                raise StoreError(f"{self.path} cannot be opened as a results store ({error})") from None
 
     def write(self, entries: Iterable[tuple[specs.RunSpec, dict]],
               after: Callable[[list[dict]], object] | None = None) -> None:
         """Stores each (spec, row) in one transaction, replacing rows of the same spec;
         then, holding the write lock so that renderings never interleave, calls
-        after(rows) with every stored row."""
+        after(rows) with every stored row. A store locked by another writer past the
+        busy timeout is retried until BUSY_TIMEOUT_SECONDS have passed in all."""
+        entries = list(entries)
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                return self._write(entries, after)
+            except StoreError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _write(self, entries: list[tuple[specs.RunSpec, dict]],
+               after: Callable[[list[dict]], object] | None) -> None:
         connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")
             for spec, row in entries:
                 record = {name: _encode(value) for name, value in row.items()}
                 record["spec_hash"] = spec.hash
+                # A row replaces one of its spec, except that a failed or invalid row
+                # never replaces a finished one: decided here, in the transaction.
                 connection.execute(
-                    "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(spec_hash) DO UPDATE "
+                    "SET key = excluded.key, status = excluded.status, spec = excluded.spec, "
+                    "row = excluded.row, written_at = excluded.written_at "
+                    "WHERE rows.status != 'ok' OR excluded.status = 'ok'",
                     (spec.hash, spec.key, str(record.get("status", "ok")), spec.to_json(),
                      json.dumps(record), time.time()))
             connection.execute("COMMIT")
+        except BaseException as error:  # nothing of a failed write is kept
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            connection.close()
+            if isinstance(error, sqlite3.Error):
+                raise StoreError(f"{self.path}: {error}") from None
+            raise
+        try:  # the rows are stored: what follows can fail without losing them
             if after is not None:
                 connection.execute("BEGIN IMMEDIATE")  # renderers take turns
                 try:
@@ -99,12 +138,8 @@ class Store:
                 finally:
                     connection.execute("COMMIT")
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except BaseException as error:  # nothing of a failed write is kept
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            if isinstance(error, sqlite3.Error):
-                raise StoreError(f"{self.path}: {error}") from None
-            raise
+        except sqlite3.Error as error:
+            warnings.warn(f"{self.path}: the rows are stored; rendering them failed ({error})")
         finally:
             connection.close()
 
@@ -124,7 +159,11 @@ class Store:
     def _read(connection: sqlite3.Connection) -> list[dict]:
         found = []
         for spec_text, row_text in connection.execute("SELECT spec, row FROM rows ORDER BY key"):
-            row = json.loads(row_text)
+            try:
+                row = json.loads(row_text)
+            except ValueError as error:  # damage costs this row, never the table
+                warnings.warn(f"a stored row is not readable ({error}); it is left out")
+                continue
             row["spec"] = spec_text
             found.append({name: (math.nan if value is None else value) for name, value in row.items()})
         return found
@@ -174,7 +213,7 @@ def _present(value) -> bool:
 def parse_variant(method: str, variant: str) -> tuple[tuple[str, Any], ...]:
     """"name=value,..." as sorted (name, value) pairs, each value as its option declares
     (as a number where it reads as one, for a method not registered here)."""
-    from genvar_bench.core import METHODS
+    from genvar_bench.registry import METHODS
 
     declared = {option.name: option for option in getattr(METHODS.get(method), "options", ())}
     pairs = []

@@ -80,10 +80,10 @@ def test_torchrun_run_writes_one_row_from_process_zero(tmp_path):
 # k=3 fails in its loss on process 0; k=4 is untouched.
 FAILING = textwrap.dedent("""
     import os, sys
-    import genvar_bench.runner as runner
+    import genvar_bench.methods as methods
     from genvar_bench.cli import main
 
-    rank, real_build = int(os.environ["RANK"]), runner.build_method
+    rank, real_build = int(os.environ["RANK"]), methods.build_method
 
     def build(name, **config):
         k = config["num_samples"]
@@ -100,7 +100,7 @@ FAILING = textwrap.dedent("""
             method.loss = loss
         return method
 
-    runner.build_method = build
+    methods.build_method = build
     sys.exit(main(sys.argv[1:]))
 """)
 

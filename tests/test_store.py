@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genvar_bench import cli, report, results, runner, saved
+from genvar_bench import cli, results, runner, saved
+from genvar_bench import tables as report
 from genvar_bench.cli import run as run_command
 from genvar_bench.data import load_dataset
 from genvar_bench.profiles import get_profile
@@ -218,3 +219,72 @@ def test_each_committed_table_is_its_stores_rendering(folder):
     for _, row in stored.iterrows():
         spec = from_json(row["spec"])
         assert spec.hash == row["spec_hash"] and spec.seed == row["seed"]
+
+
+CREATE_AND_WRITE = """
+import sys
+from genvar_bench.spec import RunSpec
+from genvar_bench.store import Store
+spec = RunSpec(dataset="digits", binarization="b", profile="quick", method="vae", options=(), k=1,
+               layers=1, seed=int(sys.argv[2]), device="cpu", backend="fused", epochs=1,
+               stages=((1, 0.001),), batch_size=20, adam_eps=1e-4, scoring=(("eval_samples", 5),))
+Store(sys.argv[1]).write([(spec, {"status": "ok", "test_nll": 1.0})])
+"""
+
+
+def test_writers_that_create_the_store_at_once_all_land(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "new"
+    writers = [subprocess.Popen([sys.executable, "-c", CREATE_AND_WRITE, str(folder), str(seed)],
+                                cwd=ROOT, stderr=subprocess.PIPE) for seed in range(6)]
+    errors = [writer.communicate(timeout=300)[1].decode() for writer in writers]
+    assert all(writer.returncode == 0 for writer in writers), errors
+    assert sorted(row["spec_hash"] for row in Store(folder).rows()) == sorted(
+        {json.loads(row["spec"])["seed"]: row["spec_hash"] for row in Store(folder).rows()}.values())
+    assert len(Store(folder).rows()) == 6
+
+
+def test_a_migration_killed_midway_leaves_the_older_table_to_migrate_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "run_one", fake_row)
+    assert run(tmp_path, "--method", "vae", "--k", "1", "--seeds", "0,1", "--epochs", "1") == 0
+    folder = folder_of(tmp_path)
+    (folder / "results.sqlite").unlink()  # as a table written before the store
+    real_replace = results.os.replace
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        results.read_results(folder)
+    assert not (folder / "results.sqlite").exists()  # no empty store that would hide the rows
+    monkeypatch.setattr(results.os, "replace", real_replace)
+    assert sorted(results.read_results(folder)["seed"]) == [0, 1]
+    assert [path.name for path in folder.iterdir() if "migrating" in path.name] == []
+
+
+def test_a_failed_row_never_replaces_a_finished_one_in_the_store(tmp_path):
+    data = load_dataset("digits")
+    spec = make_spec("vae", (), 1, 1, 0, "cpu", "fused", get_profile("quick"), data)
+    store = Store(tmp_path)
+    store.write([(spec, {"status": "ok", "test_nll": 2.5})])
+    store.write([(spec, {"status": "failed", "error": "later"})])
+    assert [(row["status"], row["test_nll"]) for row in store.rows()] == [("ok", 2.5)]
+    store.write([(spec, {"status": "ok", "test_nll": 3.5})])
+    assert [row["test_nll"] for row in store.rows()] == [3.5]
+
+
+def test_a_damaged_stored_row_costs_that_row_only(tmp_path):
+    import sqlite3
+
+    data = load_dataset("digits")
+    spec = make_spec("vae", (), 1, 1, 0, "cpu", "fused", get_profile("quick"), data)
+    store = Store(tmp_path)
+    store.write([(spec, {"status": "ok", "test_nll": 2.5}),
+                 (spec.with_seed(1), {"status": "ok", "test_nll": 4.5})])
+    with sqlite3.connect(store.path) as connection:
+        connection.execute("UPDATE rows SET row = '{not json' WHERE spec_hash = ?", (spec.hash,))
+    with pytest.warns(UserWarning, match="not readable"):
+        assert [row["test_nll"] for row in store.rows()] == [4.5]

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from genvar_bench.core import METHODS
+from genvar_bench.registry import METHODS
 
 # The folders of a results folder that `run` writes.
 RUN_FOLDERS = ("models", "per_example", "samples", "histories", "checkpoints", "failures")
@@ -80,8 +80,13 @@ def check_memory(jobs, data_dim: int, allow_large: bool) -> None:
 
 def run_files_bytes(spec, data) -> int:
     """An estimate of the files one run writes: the model (with the checkpoint's two
-    optimizer moments, four copies of the parameters), per-example figures, images."""
-    parameters = sum(p.numel() for p in spec.build_method(data.data_dim).parameters())
+    optimizer moments, four copies of the parameters), per-example figures, images. A
+    configuration that builds no model (layers 3, an option out of its range) exits."""
+    try:
+        method = spec.build_method(data.data_dim)
+    except (TypeError, ValueError) as error:
+        sys.exit(f"error: {spec.label} cannot be built: {error}")
+    parameters = sum(p.numel() for p in method.parameters())
     return 4 * FLOAT_BYTES * parameters + 16 * data.test.shape[0] + (1 << 20)
 
 

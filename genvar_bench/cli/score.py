@@ -17,7 +17,7 @@ from genvar_bench.results import read_table, row_problem
 
 def add_parser(commands) -> None:
     score = commands.add_parser(
-        "score", help="re-score a kept model (results/<dataset>/<profile>/models/*.pt) under the "
+        "score", help="re-score a kept model (results/<dataset>/<profile>/models/*.safetensors) under the "
                       "protocol of its row and print the row")
     score.add_argument("model", help="a kept model file")
     score.add_argument("--eval-samples", type=arguments.positive_int, default=None,
@@ -49,8 +49,9 @@ def command_score(args) -> int:
     arguments.check_data_fits(args.model, info, dataset)
     eval_samples = args.eval_samples or info["eval_samples"]
     seed = info["seed"] if args.seed is None else args.seed[0]
-    method.show_progress = not args.no_progress
-    method.prepare_scoring(dataset.train.to(device))
+    from genvar_bench.registry import record_of
+
+    record_of(method).scorer.prepare(method, dataset.train.to(device), not args.no_progress)
     torch.manual_seed(seed + 1)
     scores, _ = runner.evaluate(method, dataset, device, eval_samples, not args.no_progress)
     spec = info.get("spec")

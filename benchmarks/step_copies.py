@@ -12,6 +12,7 @@ from torch.profiler import profile
 
 from benchmarks.test_training_step import batch_of
 from genvar_bench import build_method
+from genvar_bench.registry import record_of
 from genvar_bench.profiles import get_profile
 
 COPIES = ("aten::copy_", "aten::_to_copy", "aten::clone")
@@ -21,7 +22,7 @@ def main(optimizer_kind="fused"):
     torch.set_num_threads(1)
     batch = batch_of(784)
     method = build_method("iwae", data_dim=784, layers=1, num_samples=5, backend="fused")
-    optimizer = (method.make_optimizer(get_profile("standard")) if optimizer_kind == "fused"
+    optimizer = (record_of(method).recipe.optimizer(method, get_profile("standard")) if optimizer_kind == "fused"
                  else torch.optim.Adam(method.parameters(), lr=1e-3, eps=1e-4))
     total = torch.zeros((), dtype=torch.float64)
 

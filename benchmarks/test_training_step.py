@@ -28,6 +28,7 @@ import genvar_bench  # noqa: F401  (loads the op library)
 from benchmarks.plain_models import plain_model_and_loss
 from benchmarks.test_iwae_ops import describe
 from genvar_bench import build_method
+from genvar_bench.registry import record_of
 from genvar_bench.profiles import get_profile
 
 BATCH = 20
@@ -50,7 +51,7 @@ def batch_of(data_dim):
 def bench_method(method_name, num_samples, dataset, backend):
     """(method, profile, data_dim): a registered method at a dataset's size, seeded, with
     the options its profile and data give it."""
-    from genvar_bench.core import resolved_option_defaults
+    from genvar_bench.registry import resolved_option_defaults
 
     data_dim, profile_name = DATASETS[dataset]
     profile = get_profile(profile_name)
@@ -64,7 +65,7 @@ def bench_method(method_name, num_samples, dataset, backend):
 def suite_step(method_name, num_samples, dataset, backend):
     """The step `genvar_bench.train._train_epoch` takes on one process."""
     method, profile, data_dim = bench_method(method_name, num_samples, dataset, backend)
-    optimizer = method.make_optimizer(profile)
+    optimizer = record_of(method).recipe.optimizer(method, profile)
     batch = batch_of(data_dim)
     total = torch.zeros((), dtype=torch.float64)
 

@@ -1,4 +1,4 @@
-"""The seed's view in code.
+"""The view of Bachman & Precup's paper in code.
 
 Every method pairs an inference side q(x, tau) = D(x) q(tau | x) with a
 generation side p(x, tau) = p(x | tau) p(tau), and trains them by minimising
@@ -15,15 +15,19 @@ place, `Method.log_weights`.
 from __future__ import annotations
 
 import abc
-import inspect
-import math
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from genvar_bench.ops import get_ops
+
+
+@functools.lru_cache(maxsize=None)
+def _ops_of(backend: str) -> Any:
+    return get_ops(backend)
 
 # How gradients reach q's parameters through a draw (`InferenceModel.sample`):
 # through the sample itself (z = mu + sigma * noise), with their sign reversed on q's
@@ -41,10 +45,15 @@ class Draw:
     diagonal Gaussian, (probabilities, logits) of Bernoulli units), so that p's
     `log_ratio` can score log q(tau | x) without a second pass through q. What they are is
     the q's family (`InferenceModel.q_family`): a p reads them only for a q of the family
-    its fused log ratio is written for (`GenerativeModel.fused_for_q`)."""
+    its fused log ratio is written for (`GenerativeModel.fused_for_q`).
+
+    `log_q`: [k, B] log q(tau_i | x) of these very draws, for a q that can score only its
+    own samples (an inverse-autoregressive flow computes it as it draws); where given, the
+    exact log ratio uses it instead of calling `q.log_prob`."""
 
     latents: list[torch.Tensor]
     params: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+    log_q: torch.Tensor | None = None
 
 
 class InferenceModel(nn.Module):
@@ -76,8 +85,15 @@ class InferenceModel(nn.Module):
     has_log_prob: ClassVar[bool] = True
     has_units: ClassVar[bool] = False
     q_family: ClassVar[str | None] = None
-    # The op set of the method holding this q (set by `Method`).
-    ops: Any = None  # a SimpleNamespace of ops (`get_ops`); None until set
+
+    def __init__(self, backend: str = "fused"):
+        super().__init__()
+        self.backend = backend
+
+    @property
+    def ops(self) -> Any:
+        """The op set of its backend (`ops.get_ops`): the fused library or the reference."""
+        return _ops_of(self.backend)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -129,8 +145,23 @@ class GenerativeModel(nn.Module):
     has_log_prob: ClassVar[bool] = True
     can_sample: ClassVar[bool] = True
     fused_for_q: ClassVar[str | None] = None
-    # The op set of the method holding this p (set by `Method`).
-    ops: Any = None  # a SimpleNamespace of ops (`get_ops`); None until set
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A p that changes its densities (a mixture prior on a Gaussian decoder) but not
+        # the fused log ratio written for the old ones is scored exactly, unless it says so.
+        redefined = {"log_prob", "log_prior", "log_likelihood"} & set(vars(cls))
+        if "fused_for_q" not in vars(cls) and redefined and "log_ratio" not in vars(cls):
+            cls.fused_for_q = None
+
+    def __init__(self, backend: str = "fused"):
+        super().__init__()
+        self.backend = backend
+
+    @property
+    def ops(self) -> Any:
+        """The op set of its backend (`ops.get_ops`): the fused library or the reference."""
+        return _ops_of(self.backend)
 
     def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
         """log p(x, tau) per example."""
@@ -151,11 +182,12 @@ class GenerativeModel(nn.Module):
     def exact_log_ratio(self, x: torch.Tensor, draw: Draw, q: InferenceModel) -> torch.Tensor:
         """[k, B] log p(x, tau_i) - log q(tau_i | x), the two densities apart; a TypeError
         naming what is missing where p or q cannot score the draw."""
+        scorers: list[tuple[Any, str, str, Any]] = [(self, "p", "log p(x, tau)", GenerativeModel)]
+        if draw.log_q is None:  # else q scored its own draws as it made them
+            scorers.append((q, "q", "log q(tau | x)", InferenceModel))
         missing = [f"{type(model).__name__} ({role}) must provide log_prob(x, latents) = {what} "
-                   "and declare has_log_prob = True"
-                   for model, role, what, base in ((self, "p", "log p(x, tau)", GenerativeModel),
-                                                   (q, "q", "log q(tau | x)", InferenceModel))
-                   if not scores(model, base)]
+                   "and declare has_log_prob = True" + (" (or put log q in Draw.log_q)" if role == "q" else "")
+                   for model, role, what, base in scorers if not scores(model, base)]
         if missing:
             family = (f"its fused log ratio holds only for a q of family {self.fused_for_q!r} "
                       f"and {type(q).__name__} declares q_family="
@@ -163,7 +195,8 @@ class GenerativeModel(nn.Module):
             raise TypeError(f"{type(self).__name__}.log_ratio cannot score the draws of "
                             f"{type(q).__name__}: {family}it needs the exact log p(x, tau) - "
                             f"log q(tau | x), for which {'; and '.join(missing)}")
-        return self.log_prob(x, draw.latents) - q.log_prob(x, draw.latents)
+        log_q = draw.log_q if draw.log_q is not None else q.log_prob(x, draw.latents)
+        return self.log_prob(x, draw.latents) - log_q
 
     def sample_latents(self, num_samples: int) -> list[torch.Tensor]:
         """tau ~ p(tau): the latent layers, bottom-up, each [n, ...]."""
@@ -192,25 +225,13 @@ def scores(model: InferenceModel | GenerativeModel,
 class Method(nn.Module, abc.ABC):
     """A training method: one q, one p, an objective (`loss`), and per-example bounds.
 
-    Subclasses set `name` (by `register`) and implement `bound`; most override `loss`.
-    `log_weights(x, k)[i, b] = log p(x_b, tau_i) - log q(tau_i | x_b)` with
-    tau_i ~ q(tau | x_b): every bound and estimate below is built from it.
+    Subclasses implement `bound`; most override `loss`. `log_weights(x, k)[i, b] =
+    log p(x_b, tau_i) - log q(tau_i | x_b)` with tau_i ~ q(tau | x_b): every bound and
+    estimate below is built from it. How a method trains (optimizer, schedule, batch) is
+    its `recipes.TrainingRecipe`, how it is scored its `scoring.Scorer`, and what `run`
+    knows of it (options, default k, data kind) its `registry.MethodRecord`.
     """
 
-    name: ClassVar[str]
-    # Sample counts `run` trains when none are given; None: the profile's.
-    default_num_samples: ClassVar[tuple[int, ...] | None] = None
-    # The data p models: "binary" or "continuous" (a dataset's `kind`).
-    data_kind: ClassVar[str] = "binary"
-    # The method's options (see `Option`; usually given to `register`), and what k counts.
-    options: ClassVar[tuple] = ()
-    k_meaning: ClassVar[str] = "importance samples"
-    # (profile, data_dim) -> {option: default} for defaults that depend on them; None: none do.
-    option_defaults: ClassVar[Callable[..., dict[str, object]] | None] = None
-    # Where a plugin method was loaded from (`plugins.load_plugin`); None for built-ins.
-    plugin: ClassVar[str | None] = None
-    # Set by the runner: long scoring preparations (AIS) show a progress bar.
-    show_progress: bool = False
     # State-dict keys of earlier versions and where they live now ({old: new}), so that
     # kept models and checkpoints saved before a move still load.
     moved_state: ClassVar[dict[str, str]] = {}
@@ -227,8 +248,10 @@ class Method(nn.Module, abc.ABC):
         self.p = generative
         self.num_samples = num_samples
         self.backend = backend
-        self.ops = get_ops(backend)
-        self.q.ops = self.p.ops = self.ops
+        self.ops = _ops_of(backend)
+        for model in (self.q, self.p):  # a q or p built without the method's backend
+            if getattr(model, "backend", None) != backend:
+                model.backend = backend
 
     def log_weights(self, x: torch.Tensor, num_samples: int, q_grad: str | None = None) -> torch.Tensor:
         """[k, B] log importance weights log p(x, tau) - log q(tau | x), tau ~ q(tau | x),
@@ -245,16 +268,18 @@ class Method(nn.Module, abc.ABC):
         of KL(q || p) up to the constant E_D[log D(x)]."""
         return self.bound(x).mean()
 
-    @torch.no_grad()
-    def bound_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The one-sample bound split as the seed writes it: the reconstruction term
+    def bound_terms(self, x: torch.Tensor, differentiable: bool = False) -> dict[str, torch.Tensor]:
+        """The one-sample bound split as the paper writes it: the reconstruction term
         E_q[-log p(x | tau)] and the KL term E_q[log q(tau | x) - log p(tau)], each [B];
-        {} for a method whose q draws no latent layers or whose p has no log p(x | tau)."""
+        {} for a method whose q draws no latent layers or whose p has no log p(x | tau).
+        `differentiable=True` keeps the graph (q's draw reparameterised), so an objective
+        built from the terms (a beta-VAE's reconstruction + beta * kl) takes one pass."""
         if not (self.q.can_sample and self.p.has_log_prob):
             return {}
-        draw = self.q.sample(x, 1)
-        log_w = self.p.log_ratio(x, draw, self.q)[0]
-        reconstruction = -self.p.log_likelihood(x, draw.latents)[0]
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            draw = self.q.sample(x, 1)
+            log_w = self.p.log_ratio(x, draw, self.q)[0]
+            reconstruction = -self.p.log_likelihood(x, draw.latents)[0]
         return {"reconstruction": reconstruction, "kl": -log_w - reconstruction}
 
     @torch.no_grad()
@@ -273,50 +298,6 @@ class Method(nn.Module, abc.ABC):
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def prepare_training(self, train_data: torch.Tensor) -> None:
-        """Called once before training: a method may set data-dependent initial values."""
-
-    def make_optimizer(self, profile) -> torch.optim.Optimizer:
-        """The optimizer: Adam with the profile's eps (the IWAE paper's); its learning
-        rate is set per epoch from `epoch_settings`. The fused implementation: one kernel
-        for every parameter, where the default on the CPU is a loop of small ops per
-        parameter and moment (docs/speed.md: 1.2x steps/s for IWAE k=5 on MNIST)."""
-        return torch.optim.Adam(self.parameters(), lr=profile.stages[0][1],
-                                betas=(0.9, 0.999), eps=profile.adam_eps, fused=True)
-
-    def epoch_settings(self, profile) -> list[dict[str, float]]:
-        """One dict per epoch of optimizer settings (e.g. lr) applied to every param
-        group at the epoch's start: here the profile's staged learning rates."""
-        return [{"lr": rate} for epochs, rate in profile.stages for _ in range(epochs)]
-
-    def training_batch_size(self, profile) -> int:
-        return profile.batch_size
-
-    def prepare_scoring(self, train_data: torch.Tensor) -> None:
-        """Called once after training, before any bound is scored: a method whose
-        p depends on the training set (the DAE's prior) fixes it here."""
-
-    def prepare_check(self, batch: torch.Tensor) -> None:
-        """Readies the method for the check before training (`preflight.check_method`,
-        which runs it on a copy, or puts the state back after), which then scores `batch`
-        with `bound` and `log_weights`: here `prepare_scoring(batch)`. A method whose
-        preparation is long (AIS) does a cheap one: the check needs well-formed figures,
-        not good ones."""
-        self.prepare_scoring(batch)
-
-    def test_nll(self, x: torch.Tensor, eval_samples: int, progress=None):
-        """(per-example estimate of -log p(x) [N], the estimator's name, and None or
-        the estimate's split into named terms): here importance sampling with
-        eval_samples draws from q, the IWAE paper's test estimator."""
-        from genvar_bench.estimators import importance_nll
-
-        return (importance_nll(self, x, eval_samples, progress=progress),
-                f"IS k={eval_samples}", None)
-
-    def importance_bound_samples(self, num_examples: int, candidates: tuple[int, ...]) -> tuple[int, ...]:
-        """Which of the candidate k the k-sample bound is reported at, over num_examples."""
-        return candidates
-
     def importance_bound(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
         """[B] -log (1/k) sum_i w_i with k = num_samples: the bound of the resampled
         q_p^k. With k = 1 it is the negative ELBO; it tightens as k grows."""
@@ -324,138 +305,3 @@ class Method(nn.Module, abc.ABC):
         return -bound
 
 
-@dataclass(frozen=True)
-class Option:
-    """One option of a method, declared once where the method is registered: `run` makes
-    the flag `--<name>` from it (a comma list runs every value), checks each value against
-    `choices` or [low, high] before any training, and passes it to the method's
-    constructor as the keyword `name`. A `default` of None is resolved per profile and
-    data by the method's `option_defaults`."""
-
-    name: str
-    kind: type
-    default: object
-    help: str
-    choices: tuple = ()
-    low: float | None = None
-    high: float | None = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def check(self, value):
-        """`value` as the option's kind; ValueError saying what it takes otherwise."""
-        try:
-            value = self.kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.flag} takes {self.kind.__name__} values, got {value!r}") from None
-        if self.kind is float and not math.isfinite(value):
-            raise ValueError(f"{self.flag} takes finite numbers, got {value!r}")
-        if self.choices and value not in self.choices:
-            raise ValueError(f"{self.flag} must be among {', '.join(map(str, self.choices))}, got {value!r}")
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise ValueError(f"{self.flag} takes values from {self.low} to {self.high}, got {value!r}")
-        return value
-
-    def parse(self, text: str) -> list:
-        """A comma-separated list of values, each checked; ValueError otherwise."""
-        values = [self.check(item.strip()) for item in str(text).split(",") if item.strip()]
-        if not values:
-            raise ValueError(f"{self.flag} needs at least one value, got {text!r}")
-        return values
-
-
-class MethodBuilder(Protocol):
-    """A registered method: a Method subclass or a function building one, with what
-    `register` (and `plugins.load_plugin`) set on it."""
-
-    name: str
-    options: tuple[Option, ...]
-    default_num_samples: tuple[int, ...] | None
-    data_kind: str
-    k_meaning: str
-    option_defaults: Callable[..., dict[str, object]] | None
-    plugin: str | None
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Method: ...
-
-
-METHODS: dict[str, MethodBuilder] = {}
-
-
-def register(name: str, *, options: tuple[Option, ...] | None = None,
-             default_num_samples: tuple[int, ...] | None = None, data_kind: str | None = None,
-             k_meaning: str | None = None,
-             option_defaults: Callable[..., dict[str, object]] | None = None):
-    """Decorator of a Method subclass, or of a function building one: adds it to the
-    registry under `name`, with what `run` needs to know of it:
-    - `options`: its Option declarations (each a keyword parameter of the builder);
-    - `default_num_samples`: the k `run` trains when none are given (None: the profile's);
-    - `data_kind`: "binary" (default) or "continuous";
-    - `k_meaning`: what k counts for it ("importance samples" by default; "Gibbs sweeps
-      per update", "diffusion steps per example");
-    - `option_defaults(profile, data_dim)`: {option: default} for options whose default
-      depends on the profile or the data.
-    A keyword given here overrides the class attribute of the same name."""
-    def decorate(builder):
-        if name in METHODS:
-            raise ValueError(f"method {name!r} is registered twice")
-        settings = {"options": options, "default_num_samples": default_num_samples,
-                    "data_kind": data_kind, "k_meaning": k_meaning}
-        for attribute, value in settings.items():
-            # given here, else the builder's own (a class's, or inherited), else Method's
-            if value is None:
-                value = getattr(builder, attribute, getattr(Method, attribute))
-            setattr(builder, attribute, tuple(value) if attribute == "options" else value)
-        if option_defaults is not None:
-            builder.option_defaults = staticmethod(option_defaults) if isinstance(builder, type) \
-                else option_defaults
-        elif not isinstance(builder, type):
-            builder.option_defaults = None
-        builder.plugin = None  # the plugin source, set by `plugins.load_plugin`
-        _check_declaration(name, builder)
-        builder.name = name
-        METHODS[name] = builder
-        return builder
-    return decorate
-
-
-def _check_declaration(name: str, builder) -> None:
-    """Clear errors for a method whose declared options its builder cannot take, or
-    whose option disagrees with another method's option of the same name."""
-    parameters = inspect.signature(builder).parameters
-    accepts_any = any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values())
-    for option in builder.options:
-        if not isinstance(option, Option):
-            raise TypeError(f"method {name!r}: options must be Option declarations, got {option!r}")
-        if option.name in STANDARD_PARAMETERS:
-            raise ValueError(f"method {name!r}: option {option.name!r} is a standard parameter")
-        if option.name not in parameters and not accepts_any:
-            raise TypeError(f"method {name!r} declares option {option.name!r}, which its builder "
-                            f"{builder.__qualname__} does not take as a keyword")
-        for other_name, other in METHODS.items():
-            for declared in other.options:
-                if declared.name == option.name and (declared.kind, declared.choices, declared.low,
-                                                     declared.high) != (option.kind, option.choices,
-                                                                         option.low, option.high):
-                    raise ValueError(f"method {name!r}: option {option.name!r} is declared otherwise "
-                                     f"by {other_name!r} (one flag serves both: declare it alike)")
-
-
-def method_spec_options(name: str) -> dict[str, Option]:
-    """{option name: Option} of a registered method."""
-    return {option.name: option for option in METHODS[name].options}
-
-
-def resolved_option_defaults(name: str, profile, data_dim: int) -> dict[str, object]:
-    """{option: default} of a registered method for this profile and data."""
-    builder = METHODS[name]
-    defaults = {option.name: option.default for option in builder.options}
-    hook = builder.option_defaults
-    if hook is not None:
-        defaults.update(hook(profile, data_dim))
-    return defaults
-
-
-STANDARD_PARAMETERS = ("self", "data_dim", "layers", "num_samples", "backend")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from genvar_bench import plugins, runner
-from genvar_bench.parallel import world
+from genvar_bench import parallel
 from genvar_bench.spec import RunSpec
 
 EXECUTORS = ("local", "ray")
@@ -51,20 +51,9 @@ class LocalExecutor:
 
 
 def run_in_group(job: Job, data, profile) -> dict:
-    """run_one(job); under torch.distributed, a failure before training on some processes
-    (the others then wait in training's first `agree`) is made known to all of them, so the
-    group goes on together to the next job. Failures in training are agreed there; process
-    0's scoring involves no other process."""
-    from genvar_bench import train
-
-    started = train.trainings_started()
-    try:
-        return runner.run_one(job.spec, data, job.device, **job.arguments)
-    except Exception as error:
-        if world()[1] > 1 and train.trainings_started() == started:
-            import torch
-            train.agree(error, torch.device(job.device))
-        raise
+    """run_one(job), the failures of a torchrun group agreed (`parallel.run_in_group`)."""
+    return parallel.run_in_group(
+        lambda: runner.run_one(job.spec, data, job.device, **job.arguments), job.device)
 
 
 class RayExecutor:

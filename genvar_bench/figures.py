@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from genvar_bench.atomic import write_atomic
-from genvar_bench.report import (PUBLISHED, _group_labels, _model_groups, _setting_text, finished,
+from genvar_bench.tables import (PUBLISHED, _group_labels, _model_groups, _setting_text, finished,
                                  kernel_speedups)
 
 
@@ -186,7 +186,7 @@ def save_scatter(samples: torch.Tensor, data: torch.Tensor, path: Path) -> None:
 def draw_all(out_dir: str | Path) -> list[Path]:
     """Draws the figures of every results table under out_dir and of every kernel
     benchmark JSON under out_dir/benchmarks; returns the files written."""
-    from genvar_bench.report import results_folders
+    from genvar_bench.tables import results_folders
     from genvar_bench.results import read_results
 
     out_dir = Path(out_dir)

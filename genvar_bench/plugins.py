@@ -19,7 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from genvar_bench.core import METHODS
+from genvar_bench.registry import METHODS
 
 ENTRY_POINT_GROUP = "genvar_bench.methods"
 # Sources loaded in this process (resolved file paths or module names), in order.

@@ -25,6 +25,7 @@ import math
 import torch
 
 from genvar_bench.core import GenerativeModel, InferenceModel, Method, scores
+from genvar_bench.registry import record_of
 
 # Draws per example (k) of the check: 3, or 4 where the batch has 3 examples, so that a
 # transposed [B, k] cannot pass for [k, B].
@@ -44,10 +45,10 @@ def check_method(method: Method, batch: torch.Tensor) -> None:
     - where q draws latents (`can_sample`) and both q and p have log densities
       (`has_log_prob`), p's `log_ratio` at q's draw equals p.log_prob - q.log_prob at that
       draw, to within float rounding (relative tolerance sqrt(eps) of the dtype).
-    Scoring needs what `Method.prepare_check` readies (the DAE's prior, the RBM's log Z),
+    Scoring needs what the scorer's `prepare_check` readies (the DAE's prior, the RBM's log Z),
     on the copy. Raises `MethodCheckError` saying what is wrong; leaves the method's
     state, its training flags and the random generators as they were."""
-    name = getattr(method, "name", None) or type(method).__name__
+    name = record_of(method).name
     if not torch.is_tensor(batch) or batch.dim() < 1 or batch.shape[0] < 1:
         raise ValueError(f"check_method needs a batch [B, ...] of at least one example, got "
                          f"{type(batch).__name__} {tuple(getattr(batch, 'shape', ()))}")
@@ -68,7 +69,8 @@ def check_method(method: Method, batch: torch.Tensor) -> None:
 def _run_checks(method: Method, name: str, x: torch.Tensor) -> None:
     batch = x.shape[0]
     k = CHECK_SAMPLES if batch != CHECK_SAMPLES else CHECK_SAMPLES + 1
-    _call(name, "prepare_check(batch)", method.prepare_check, x)
+    scorer = record_of(method).scorer
+    _call(name, "prepare_check(batch)", lambda batch: scorer.prepare_check(method, batch), x)
     what = f"log_weights(batch, {k})"
     _expect(name, what, _call(name, what, method.log_weights, x, k), (k, batch), "[k, B]")
     _expect(name, "bound(batch)", _call(name, "bound(batch)", method.bound, x), (batch,), "[B]")

@@ -17,6 +17,7 @@ from genvar_bench import estimators, figures
 from genvar_bench.atomic import write_atomic, write_text_atomic
 from genvar_bench.data import Dataset
 from genvar_bench.parallel import world
+from genvar_bench.registry import record_of
 from genvar_bench.spec import RunSpec
 from genvar_bench.train import train
 
@@ -37,7 +38,7 @@ def git_commit() -> str:
 
 
 # Sample counts of the importance-weighted test bounds reported beside the NLL:
-# the bound of the seed's resampled q_p^k tightens as k grows.
+# the bound of the paper's resampled q_p^k tightens as k grows.
 BOUND_SAMPLES = (1, 5, 50, 500, 5000)
 
 
@@ -46,7 +47,7 @@ def importance_bounds(method, test_x: torch.Tensor, eval_samples: int, nll_mean:
     """{'test_iw_bound_k<k>': mean -log (1/k) sum_i w_i} at the BOUND_SAMPLES the method
     reports (NaN at the others). An importance-sampled NLL is itself the k = eval_samples
     entry; larger k are left out."""
-    reported = method.importance_bound_samples(test_x.shape[0], BOUND_SAMPLES)
+    reported = record_of(method).scorer.bound_samples(method, test_x.shape[0], BOUND_SAMPLES)
     columns = {}
     for num_samples in BOUND_SAMPLES:
         value = float("nan")
@@ -68,7 +69,8 @@ def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
     train_x, test_x = data.train.to(device), data.test.to(device)
     with tqdm(total=test_x.shape[0], desc="test NLL", unit="ex",
               disable=not show_progress, leave=False, dynamic_ncols=True) as bar:
-        nll, estimator, terms = method.test_nll(test_x, eval_samples, progress=bar.update)
+        nll, estimator, terms = record_of(method).scorer.test_nll(method, test_x, eval_samples,
+                                                                  progress=bar.update)
     nll = nll.double().cpu()
     nll_mean = nll.mean().item()
     bounds = importance_bounds(method, test_x, eval_samples, nll_mean, estimator.startswith("IS"))
@@ -159,7 +161,7 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
     method = spec.build_method(data.data_dim).to(device)
     train_x = data.train.to(device)
     rank, processes = world()
-    check_before_training(method, train_x, method.training_batch_size(profile))
+    check_before_training(method, train_x, record_of(method).recipe.batch_size(method, profile))
     stats = train(method, train_x, profile, spec.seed, show_progress and rank == 0,
                   spec.label, checkpoint, checkpoint_seconds)
     if rank != 0:
@@ -169,9 +171,8 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
     if "history_path" in paths:
         save_history(stats, paths["history_path"])
     method.eval()
-    method.show_progress = show_progress  # for long scoring preparations (AIS)
     start = time.perf_counter()
-    method.prepare_scoring(train_x)
+    record_of(method).scorer.prepare(method, train_x, show_progress)  # AIS shows progress
     preparation_seconds = time.perf_counter() - start
     model_digest = ""
     if "model_path" in paths:

@@ -174,7 +174,7 @@ def from_json(text: str) -> RunSpec:
 
 def scoring_protocol(method: str, eval_samples: int) -> tuple[tuple[str, Any], ...]:
     """(eval_samples, then the method's declared scoring settings, e.g. AIS's)."""
-    from genvar_bench.core import METHODS
+    from genvar_bench.registry import METHODS
 
     settings = getattr(METHODS[method], "scoring_settings", {}) or {}
     return (("eval_samples", int(eval_samples)), *sorted(settings.items()))

@@ -10,7 +10,6 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -18,6 +17,8 @@ from tqdm.auto import tqdm
 from genvar_bench.atomic import remove_stale_temporaries, write_atomic
 from genvar_bench import parallel
 from genvar_bench.profiles import Profile
+from genvar_bench.recipes import TrainingRecipe
+from genvar_bench.registry import record_of
 
 
 @dataclass
@@ -35,35 +36,36 @@ class TrainStats:
 
 def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
           show_progress: bool = True, description: str = "train",
-          checkpoint: Path | None = None, checkpoint_seconds: float = 300.0) -> TrainStats:
-    """Trains `method` in place on `train_data` [N, D] (already on the method's device),
-    with the method's optimizer, per-epoch settings and batch size (by default Adam,
-    the profile's staged learning rates and batch size).
+          checkpoint: Path | None = None, checkpoint_seconds: float = 300.0,
+          recipe: TrainingRecipe | None = None) -> TrainStats:
+    """Trains `method` in place on `train_data` [N, D] (already on the method's device)
+    by its training recipe (`recipes.TrainingRecipe`; default: the one it was registered
+    with, e.g. Adam on the profile's staged learning rates and batch size).
 
     With `checkpoint`, the state (model, optimizer, random generators, statistics) is
     saved there at the end of an epoch once `checkpoint_seconds` have passed since the
     last save, and at the end; a checkpoint left by an interrupted run of the same
     length is resumed from, and the run then ends as the uninterrupted one would have
     (on the CPU: bit for bit)."""
-    global _trainings_started
-    _trainings_started += 1
+    parallel.training_started()
     generator = torch.Generator().manual_seed(seed)
     stats, error = TrainStats(), None
     try:
-        method.prepare_training(train_data)
-        optimizer = method.make_optimizer(profile)
-        settings = method.epoch_settings(profile)
-        batch_size = method.training_batch_size(profile)
+        recipe = recipe or record_of(method).recipe
+        recipe.prepare(method, train_data)
+        optimizer = recipe.optimizer(method, profile)
+        settings = recipe.epoch_settings(method, profile)
+        batch_size = recipe.batch_size(method, profile)
         if checkpoint is not None:
             remove_stale_temporaries(checkpoint.parent)  # left by saves killed mid-write
         if checkpoint is not None and checkpoint.exists():
             stats = _resume(checkpoint, method, optimizer, generator, len(settings)) or stats
     except Exception as caught:
         error = caught
-    agree(error, train_data.device, stats.epochs)
+    parallel.agree(error, train_data.device, stats.epochs)
     # Under torch.distributed, DistributedDataParallel (which starts every process from
     # process 0's parameters) averages the gradients; alone, the method's loss.
-    model = _data_parallel(method, train_data.device) if parallel.world()[1] > 1 else method.loss
+    model = parallel.data_parallel(method, train_data.device) if parallel.world()[1] > 1 else method.loss
     num_examples = train_data.shape[0]
     steps_per_epoch = -(-num_examples // batch_size)
     bar = tqdm(total=len(settings) * steps_per_epoch, initial=stats.epochs * steps_per_epoch,
@@ -260,87 +262,13 @@ def _set_aside(path: Path) -> Path:
     return aside
 
 
-# Calls of `train` so far in this process: tells a caller whether a failure came before
-# training (where the other processes still wait in `agree`) or from it.
-_trainings_started = 0
-
-
-def trainings_started() -> int:
-    return _trainings_started
-
-
-class GroupFailure(RuntimeError):
-    """A configuration failed on some process of a torch.distributed group; every process
-    raises this at the same point, so all of them go on to the next configuration."""
-
-
-def agree(error: Exception | None, device: torch.device, epochs: int | None = None) -> None:
-    """Called by every process at the same point: raises GroupFailure on all of them
-    (naming each failed process and its error) if any passed an error, or if they resumed
-    from checkpoints of different progress (`epochs`). Alone, re-raises `error`."""
-    import torch.distributed as dist
-
-    rank, world = parallel.world()
-    if world == 1:
-        if error is not None:
-            raise error
-        return
-    reports: list[Any] = [None] * world  # all_gather_object: each process's (message, epochs)
-    message = None if error is None else f"{type(error).__name__}: {error}"
-    dist.all_gather_object(reports, (message, epochs))
-    _raise_failures([report[0] for report in reports], error)
-    resumed = {report[1] for report in reports if report[1] is not None}
-    if len(resumed) > 1:
-        raise GroupFailure(f"the processes resumed from checkpoints at different epochs "
-                           f"{sorted(resumed)}: their results folder must be one shared folder")
-
-
-def _raise_failures(messages: list[str | None], error: Exception | None) -> None:
-    failures = [f"process {rank}: {message}" for rank, message in enumerate(messages) if message]
-    if failures:
-        raise GroupFailure("; ".join(failures)) from error
-
-
-class _LossModule(torch.nn.Module):
-    """A method's training loss as a module's forward, which DistributedDataParallel wraps.
-    `stand_in=True`: a zero loss with a (zero) gradient for every parameter, for a process
-    whose batch failed, so that it still takes part in every gradient reduction."""
-
-    def __init__(self, method):
-        super().__init__()
-        self.method = method
-
-    def forward(self, batch: torch.Tensor, stand_in: bool = False) -> torch.Tensor:
-        if stand_in:
-            return sum((parameter * 0).sum() for parameter in self.method.parameters())
-        return self.method.loss(batch)
-
-
-def _data_parallel(method, device: torch.device):
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel
-
-    # Buffers stay each process's own after the start (identical then: schedules, empty
-    # chains, or one checkpoint's): the RBMs' persistent chains differ by process.
-    # (torch 2.13 renamed the option; older releases know only broadcast_buffers.)
-    parameters = inspect.signature(DistributedDataParallel).parameters
-    buffers: dict[str, Any] = ({"forward_sync_buffers": False} if "forward_sync_buffers" in parameters
-               else {"broadcast_buffers": False})
-    return DistributedDataParallel(
-        _LossModule(method), **buffers,
-        device_ids=[device.index] if device.type == "cuda" and device.index is not None else None)
-
-
 def _train_epoch(model, optimizer, train_data, batch_size, generator, bar) -> float:
     """One pass over train_data in global batches of batch_size; `model(batch)` is the loss.
     Under torch.distributed each of the W processes takes every W-th row of a batch and
     weights its loss by W times its share of the batch: DistributedDataParallel's mean of
     the W gradients is then the gradient of the mean loss over the whole batch, as one
     process would take it. A process whose loss raises trains on with zero gradients to the
-    epoch's end, where all processes learn of it (`GroupFailure`)."""
-    import torch.distributed as dist
-
+    epoch's end, where all processes learn of it (`parallel.GroupFailure`)."""
     rank, world = parallel.world()
     order = torch.randperm(train_data.shape[0], generator=generator).to(train_data.device)
     # Summed on the device: reading the loss every step would stall a GPU.
@@ -368,13 +296,7 @@ def _train_epoch(model, optimizer, train_data, batch_size, generator, bar) -> fl
         optimizer.step()
         bar.update(1)
     if world > 1:
-        summary = torch.stack([total, total.new_tensor(float(error is not None))])
-        dist.all_reduce(summary)
-        total = summary[0]
-        if summary[1].item():
-            messages: list[str | None] = [None] * world
-            dist.all_gather_object(messages, None if error is None else f"{type(error).__name__}: {error}")
-            _raise_failures(messages, error)
+        total = parallel.epoch_total(total, error)
     mean_loss = total.item() / order.numel()
     if not math.isfinite(mean_loss):
         raise FloatingPointError(f"training loss became {mean_loss}: the run diverged")

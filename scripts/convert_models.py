@@ -10,7 +10,7 @@ from pathlib import Path
 
 from genvar_bench import plugins, results
 from genvar_bench.data import load_dataset
-from genvar_bench.report import results_folders
+from genvar_bench.tables import results_folders
 from genvar_bench.saved import convert_legacy
 
 

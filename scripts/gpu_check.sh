@@ -199,7 +199,7 @@ stage speedups 60 bash -c "'$PY' scripts/gpu_check_summary.py merge '$DIR/run/be
 if (( DRY_RUN )); then
     stage compare 30 "$PY" -m genvar_bench bench --compare --device cuda --json "$DIR/run/benchmarks/cuda.json" -k cuda
 elif [[ -s "$DIR/run/benchmarks/cuda.json" ]]; then
-    BASELINE=$("$PY" -c "from genvar_bench.bench import baseline_path; print(baseline_path('cuda'))")
+    BASELINE=$("$PY" -c "from genvar_bench.cli.bench import baseline_path; print(baseline_path('cuda'))")
     if [[ -f "$BASELINE" ]]; then
         stage compare 30 bash -c "'$PY' -m genvar_bench bench --compare --device cuda \
 --json '$DIR/run/benchmarks/cuda.json' -k cuda >'$DIR/compare.txt' 2>&1; rc=\$?; cat '$DIR/compare.txt'; exit \$rc"

@@ -12,6 +12,7 @@ import torch
 
 from genvar_bench import results, runner
 from genvar_bench.data import load_dataset
+from genvar_bench.registry import record_of
 from genvar_bench.saved import load_model
 
 
@@ -27,7 +28,7 @@ def main() -> int:
         model = args.folder / "models" / f"{row['artifact']}.safetensors"
         method, info = load_model(model, plugins=args.plugin)
         data = load_dataset(info["dataset"], args.data_dir)
-        method.prepare_scoring(data.train)
+        record_of(method).scorer.prepare(method, data.train)
         torch.manual_seed(info["seed"] + 1)
         scores, _ = runner.evaluate(method, data, torch.device("cpu"), info["eval_samples"], False)
         difference = scores["test_nll"] - row["test_nll"]

@@ -390,3 +390,20 @@ def build_specs(args, profile, data_dim: int = 64, kind: str = "binary") -> list
     data = SimpleNamespace(name="digits" if kind == "binary" else "digits-grey",
                            binarization="test", data_dim=data_dim, kind=kind)
     return [spec for spec, _ in build_configs(args, profile, data)]
+
+
+def prepare_scoring(method, train_data, **settings) -> None:
+    """Readies a trained method for scoring, as the runner does (its scorer's `prepare`)."""
+    from genvar_bench.registry import record_of
+
+    record_of(method).scorer.prepare(method, train_data, **settings)
+
+
+def test_nll(method, x, eval_samples: int):
+    """(per-example NLL, estimator, terms) by the method's scorer."""
+    from genvar_bench.registry import record_of
+
+    return record_of(method).scorer.test_nll(method, x, eval_samples)
+
+
+test_nll.__test__ = False  # a helper, not a test

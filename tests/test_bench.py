@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genvar_bench import cli
-from genvar_bench import bench
+from genvar_bench.cli import bench
 
 
 def write_run(path, fused, eager, compiled):

@@ -10,6 +10,7 @@ import torch
 
 from genvar_bench import atomic, build_method
 from genvar_bench import train as training
+from genvar_bench.registry import record_of
 from genvar_bench.data import load_dataset
 from genvar_bench.profiles import get_profile
 
@@ -110,8 +111,9 @@ def test_everything_a_checkpoint_holds_round_trips_as_plain_data(tmp_path, digit
                            checkpoint=checkpoint, checkpoint_seconds=0)
     saved = torch.load(checkpoint, weights_only=True)  # raises on anything but plain data
     resumed = fresh("rbm-pcd", model_seed=7)
-    resumed.prepare_training(digits)
-    optimizer, generator = resumed.make_optimizer(PROFILE), torch.Generator()
+    recipe = record_of(resumed).recipe
+    recipe.prepare(resumed, digits)
+    optimizer, generator = recipe.optimizer(resumed, PROFILE), torch.Generator()
     torch.manual_seed(123)
     resumed_stats = training._resume(checkpoint, resumed, optimizer, generator, NUM_EPOCHS)
     assert resumed_stats == stats and all(type(entry) is tuple for entry in resumed_stats.history)

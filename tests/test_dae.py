@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from genvar_bench import build_method
+from helpers import prepare_scoring
 
 DATA_DIM = 16
 
@@ -24,7 +25,7 @@ def binary(rows, seed):
 def test_prior_is_the_encoder_convolved_with_the_training_data():
     model = make_dae()
     train = binary(30, seed=1)
-    model.prepare_scoring(train)
+    prepare_scoring(model, train)
     codes = model.q.posterior_means(train).detach()
     assert codes.abs().max() <= 1, "codes pass through tanh"
     mixture = torch.distributions.MixtureSameFamily(
@@ -37,7 +38,7 @@ def test_prior_is_the_encoder_convolved_with_the_training_data():
 @pytest.mark.parametrize("backend", ["fused", "reference"])
 def test_log_weights_use_the_mixture_prior(backend):
     model = make_dae(backend)
-    model.prepare_scoring(binary(30, seed=1))
+    prepare_scoring(model, binary(30, seed=1))
     x = binary(4, seed=2)
     torch.manual_seed(3)
     log_w = model.log_weights(x, 6)
@@ -87,18 +88,18 @@ def test_noise_sets_the_spread_of_q():
 
 def test_scoring_and_sampling_need_the_prior_first():
     model = make_dae()
-    with pytest.raises(RuntimeError, match="prepare_scoring"):
+    with pytest.raises(RuntimeError, match=r"Scorer\(\).prepare"):
         model.bound(binary(2, seed=7))
-    with pytest.raises(RuntimeError, match="prepare_scoring"):
+    with pytest.raises(RuntimeError, match=r"Scorer\(\).prepare"):
         model.sample(3)
-    model.prepare_scoring(binary(10, seed=8))
+    prepare_scoring(model, binary(10, seed=8))
     samples = model.sample(5)
     assert samples.shape == (5, DATA_DIM) and 0 <= samples.min() and samples.max() <= 1
 
 
 def test_prior_codes_are_saved_with_the_model():
     model = make_dae()
-    model.prepare_scoring(binary(12, seed=9))
+    prepare_scoring(model, binary(12, seed=9))
     restored = make_dae()
     restored.load_state_dict(model.state_dict())
     torch.testing.assert_close(restored.p.prior_centers, model.p.prior_centers)
@@ -107,7 +108,7 @@ def test_prior_codes_are_saved_with_the_model():
 def test_models_saved_with_the_prior_on_the_method_still_load():
     """Kept models from before the prior moved into p hold it as `prior_centers`."""
     model = make_dae()
-    model.prepare_scoring(binary(12, seed=9))
+    prepare_scoring(model, binary(12, seed=9))
     state = model.state_dict()
     state["prior_centers"] = state.pop("p.prior_centers")
     restored = make_dae()

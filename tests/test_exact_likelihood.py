@@ -13,6 +13,7 @@ from genvar_bench import build_method
 from genvar_bench.methods.dae import NoisyCode
 from genvar_bench.methods.latent import mlp
 from genvar_bench.methods.sbn import BinaryLatentMethod, bernoulli_log_prob
+from helpers import prepare_scoring
 
 DATA_DIM = 6
 BACKENDS = ["fused", "reference"]
@@ -55,7 +56,7 @@ def tiny_dae(backend, train):
         # IS weights with a light tail, so the estimate settles within 0.02 nats.
         for parameter in model.parameters():
             parameter.normal_(0, 1.0)
-    model.prepare_scoring(train)
+    prepare_scoring(model, train)
     return model
 
 

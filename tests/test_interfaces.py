@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from genvar_bench import Draw, GenerativeModel, InferenceModel, build_method
-from genvar_bench.core import METHODS, Q_GRADS
+from genvar_bench.core import Q_GRADS
+from genvar_bench.registry import METHODS
+from helpers import prepare_scoring
 
 DATA_DIM = 6
 FAMILIES = {
@@ -27,9 +29,9 @@ def family(name, backend="fused", num_samples=3):
     if METHODS[method_name].data_kind == "continuous":
         train = torch.randn(40, DATA_DIM, dtype=torch.float64) * 0.5
     if method_name.startswith("rbm"):
-        method.prepare_scoring(train, num_runs=4, num_temperatures=50)
+        prepare_scoring(method, train, num_runs=4, num_temperatures=50)
     else:
-        method.prepare_scoring(train)
+        prepare_scoring(method, train)
     return method, train[:5]
 
 
@@ -40,6 +42,8 @@ def test_every_family_is_a_q_and_a_p_with_declared_abilities(name):
     assert isinstance(q, InferenceModel) and isinstance(p, GenerativeModel)
     assert q.q_grads and set(q.q_grads) <= set(Q_GRADS)
     assert q.ops is method.ops and p.ops is method.ops
+    assert q.backend == p.backend == method.backend  # given at construction, not after
+
     with pytest.raises(ValueError, match="q_grad"):
         q.check_q_grad("teleport")
     if q.can_sample:
@@ -121,3 +125,14 @@ def test_a_method_needs_a_q_and_a_p():
 
     with pytest.raises(TypeError, match="InferenceModel"):
         Broken(torch.nn.Identity(), torch.nn.Identity(), 1, "reference")
+
+
+def test_a_q_or_p_built_alone_has_its_op_set():
+    from genvar_bench.methods.latent import GaussianDecoder, GaussianEncoder
+    from genvar_bench.ops import REFERENCE
+
+    q = GaussianEncoder.of_sizes(6, [3], [[8, 8]], backend="reference")
+    p = GaussianDecoder(6, [3], [[8, 8]], backend="reference")
+    assert q.ops is REFERENCE and p.ops is REFERENCE
+    x = torch.bernoulli(torch.full((4, 6), 0.5))
+    assert p.log_ratio(x, q.sample(x, 2), q).shape == (2, 4)

@@ -14,7 +14,7 @@ import torch
 
 from genvar_bench import cli
 from genvar_bench import load_model
-from genvar_bench.core import METHODS
+from genvar_bench.registry import METHODS
 from genvar_bench.plugins import PluginError, load_plugin
 from genvar_bench.results import read_table
 from genvar_bench.saved import ModelFileError
@@ -190,7 +190,7 @@ def test_an_installed_entry_point_registers_a_method_and_its_option_flag(tmp_pat
 
 
 def test_declared_options_must_fit_their_builder():
-    from genvar_bench.core import Option, register
+    from genvar_bench.registry import Option, register
 
     with pytest.raises(TypeError, match="does not take as a keyword"):
         @register("test-misdeclared", options=(Option("depth", int, 2, "layers"),))

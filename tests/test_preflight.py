@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from genvar_bench import build_method
-from genvar_bench.core import METHODS, Draw, InferenceModel, Method, resolved_option_defaults
+from genvar_bench.core import Draw, InferenceModel, Method
+from genvar_bench.registry import METHODS, resolved_option_defaults
 from genvar_bench.data import load_dataset
 from genvar_bench.methods.latent import GaussianDecoder, GaussianLayer, gaussian_log_density
 from genvar_bench.methods.vae import VAE

@@ -130,7 +130,7 @@ def test_a_killed_worker_is_retried_and_its_row_is_the_uninterrupted_one(local_r
 def test_a_plugin_method_runs_in_ray_workers(local_ray, tmp_path):
     """Workers are fresh processes: they load the driver's plugins before the task."""
     from genvar_bench import plugins
-    from genvar_bench.core import METHODS
+    from genvar_bench.registry import METHODS
 
     methods, loaded = dict(METHODS), list(plugins.LOADED)
     plugin = Path(__file__).resolve().parents[1] / "examples" / "iwae_dreg.py"

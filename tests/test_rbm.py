@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from genvar_bench import estimators
+from genvar_bench.methods import rbm_partition
 from genvar_bench import build_method
 from genvar_bench.data import load_dataset
 from genvar_bench.methods.rbm import RBMMethod
 from genvar_bench.ops import BACKENDS
 from genvar_bench.profiles import get_profile
 from genvar_bench.train import train
+from helpers import prepare_scoring, test_nll
 
 
 def random_rbm(visible, hidden, scale=1.0, seed=0, dtype=torch.float64):
@@ -25,7 +27,7 @@ def random_rbm(visible, hidden, scale=1.0, seed=0, dtype=torch.float64):
 
 
 def all_states(units):
-    return estimators.binary_states(units, 0, 2**units)
+    return rbm_partition.binary_states(units, 0, 2**units)
 
 
 def brute_force_log_z(weight, visible_bias, hidden_bias):
@@ -47,16 +49,16 @@ def make_rbm(name="rbm-cd", data_dim=64, hidden=20, num_samples=1, backend="refe
 def test_exact_log_z_matches_the_sum_over_every_joint_state(visible, hidden):
     params = random_rbm(visible, hidden)
     expected = brute_force_log_z(*params)
-    assert estimators.exact_log_z(*params) == pytest.approx(expected, abs=1e-10)
+    assert rbm_partition.exact_log_z(*params) == pytest.approx(expected, abs=1e-10)
     # Chunking changes nothing.
-    assert estimators.exact_log_z(*params, chunk_states=3) == pytest.approx(expected, abs=1e-10)
+    assert rbm_partition.exact_log_z(*params, chunk_states=3) == pytest.approx(expected, abs=1e-10)
 
 
 def test_exact_log_z_refuses_layers_it_cannot_enumerate():
     with pytest.raises(ValueError, match="at most 25 units"):
-        estimators.exact_log_z(*random_rbm(30, 26))
+        rbm_partition.exact_log_z(*random_rbm(30, 26))
     with pytest.raises(ValueError, match="chunk_states"):
-        estimators.exact_log_z(*random_rbm(3, 2), chunk_states=0)
+        rbm_partition.exact_log_z(*random_rbm(3, 2), chunk_states=0)
 
 
 def test_exact_log_z_enumerates_the_smaller_layer_of_a_wide_rbm():
@@ -64,28 +66,28 @@ def test_exact_log_z_enumerates_the_smaller_layer_of_a_wide_rbm():
     params = random_rbm(784, 12, scale=0.05)
     weight, visible_bias, hidden_bias = params
     h = all_states(12)
-    expected = torch.logsumexp(estimators.rbm_hidden_log_marginal(h, *params), 0).item()
-    assert estimators.exact_log_z(*params, chunk_states=1000) == pytest.approx(expected, abs=1e-9)
+    expected = torch.logsumexp(rbm_partition.rbm_hidden_log_marginal(h, *params), 0).item()
+    assert rbm_partition.exact_log_z(*params, chunk_states=1000) == pytest.approx(expected, abs=1e-9)
 
 
 def test_ais_schedule_follows_the_paper():
-    betas = estimators.ais_betas()
+    betas = rbm_partition.ais_betas()
     assert betas.numel() == 14501 and betas[0] == 0 and betas[-1] == 1
     steps = betas[1:] - betas[:-1]
     assert bool((steps > 0).all())
     # 500 steps on [0, 0.5], 4000 on [0.5, 0.9], 10000 on [0.9, 1]: finer towards 1.
     assert int((betas < 0.5).sum()) == 500 and int((betas < 0.9).sum()) == 4500
     assert steps[:500].mean() > steps[500:4500].mean() > steps[4500:].mean()
-    assert estimators.ais_betas(1000).numel() == 1001
+    assert rbm_partition.ais_betas(1000).numel() == 1001
 
 
 def test_ais_is_exact_when_the_weights_vanish():
     # W = 0 and b = b_A: every importance weight is the same, and the estimate is exact.
     _, visible_bias, hidden_bias = random_rbm(7, 5)
     weight = torch.zeros(7, 5, dtype=torch.float64)
-    result = estimators.ais_log_z(weight, visible_bias, hidden_bias, visible_bias,
+    result = rbm_partition.ais_log_z(weight, visible_bias, hidden_bias, visible_bias,
                                   num_runs=4, num_temperatures=50, backend="reference")
-    exact = estimators.exact_log_z(weight, visible_bias, hidden_bias)
+    exact = rbm_partition.exact_log_z(weight, visible_bias, hidden_bias)
     assert result.log_z == pytest.approx(exact, abs=1e-9)
     assert result.log_z_low == pytest.approx(exact, abs=1e-6)
     assert result.log_z_high == pytest.approx(exact, abs=1e-6)
@@ -98,17 +100,17 @@ def digits_rbm_20():
     data = load_dataset("digits")
     model = make_rbm(hidden=20, backend="fused")
     train(model, data.train, get_profile("quick").scaled(30), seed=0, show_progress=False)
-    return model, data, estimators.base_rate_visible_bias(data.train)
+    return model, data, rbm_partition.base_rate_visible_bias(data.train)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ais_matches_the_exact_log_z_of_a_20_hidden_unit_rbm(digits_rbm_20, backend):
     model, data, base = digits_rbm_20
     params = model.rbm.parameters_tuple
-    exact = estimators.exact_log_z(*params)
+    exact = rbm_partition.exact_log_z(*params)
     # The paper's schedule; fewer temperatures for the slow pure-PyTorch op.
     temperatures = 14500 if backend == "fused" else 3000
-    result = estimators.ais_log_z(*params, base.float(), num_runs=100,
+    result = rbm_partition.ais_log_z(*params, base.float(), num_runs=100,
                                   num_temperatures=temperatures, seed=3, backend=backend)
     assert abs(result.log_z - exact) < 0.1, (result.log_z, exact)
     assert result.log_z_low <= result.log_z <= result.log_z_high
@@ -120,7 +122,7 @@ def test_ais_matches_the_exact_log_z_of_a_20_hidden_unit_rbm(digits_rbm_20, back
 def test_ais_reproduces_with_the_same_seed_and_varies_with_another(digits_rbm_20):
     model, _, base = digits_rbm_20
     params = model.rbm.parameters_tuple
-    runs = [estimators.ais_log_z(*params, base.float(), num_runs=10, num_temperatures=300,
+    runs = [rbm_partition.ais_log_z(*params, base.float(), num_runs=10, num_temperatures=300,
                                  seed=seed, backend="fused") for seed in (1, 1, 2)]
     assert torch.equal(runs[0].log_weights, runs[1].log_weights)
     assert not torch.equal(runs[0].log_weights, runs[2].log_weights)
@@ -130,16 +132,16 @@ def test_ais_rejects_bad_arguments():
     params = random_rbm(4, 3)
     base = torch.zeros(4, dtype=torch.float64)
     with pytest.raises(ValueError, match="num_runs"):
-        estimators.ais_log_z(*params, base, num_runs=1, backend="reference")
+        rbm_partition.ais_log_z(*params, base, num_runs=1, backend="reference")
     with pytest.raises(ValueError, match="betas"):
-        estimators.ais_log_z(*params, base, betas=torch.tensor([0.0, 0.7, 0.5, 1.0]),
+        rbm_partition.ais_log_z(*params, base, betas=torch.tensor([0.0, 0.7, 0.5, 1.0]),
                              backend="reference")
     with pytest.raises(ValueError, match="betas"):
-        estimators.ais_log_z(*params, base, betas=torch.tensor([0.1, 1.0]), backend="reference")
+        rbm_partition.ais_log_z(*params, base, betas=torch.tensor([0.1, 1.0]), backend="reference")
     with pytest.raises(ValueError, match="base_visible_bias"):
-        estimators.ais_log_z(*params, torch.zeros(5, dtype=torch.float64), backend="reference")
+        rbm_partition.ais_log_z(*params, torch.zeros(5, dtype=torch.float64), backend="reference")
     with pytest.raises(ValueError, match="num_temperatures"):
-        estimators.ais_betas(2)
+        rbm_partition.ais_betas(2)
 
 
 # --- the seed's identity on the unrolled chain ---------------------------------------
@@ -157,7 +159,7 @@ def test_the_unrolled_chain_log_ratio_is_z_of_z_k_minus_z_of_x_0(sweeps):
     the chain's KL the RBM's own."""
     params = random_rbm(3, 2, scale=1.5, seed=4)
     weight, visible_bias, hidden_bias = params
-    log_z = estimators.exact_log_z(*params)
+    log_z = rbm_partition.exact_log_z(*params)
     xs, zs = all_states(3), all_states(2)
 
     def log_q_z(z, x):  # q(z | x)
@@ -177,8 +179,8 @@ def test_the_unrolled_chain_log_ratio_is_z_of_z_k_minus_z_of_x_0(sweeps):
             # p: z_k, then x_k | z_k, z_{k-1} | x_k, x_{k-1} | z_{k-1}, ..., x_0 | z_0.
             log_p_given_z_k = sum(log_p_x(x[i], z[i]) for i in range(sweeps + 1)) + sum(
                 log_q_z(z[i - 1], x[i]) for i in range(1, sweeps + 1))
-            z_k_term = estimators.rbm_hidden_log_marginal(z[-1][None], *params)[0]
-            x_0_term = estimators.rbm_visible_log_marginal(x0[None], *params)[0]
+            z_k_term = rbm_partition.rbm_hidden_log_marginal(z[-1][None], *params)[0]
+            x_0_term = rbm_partition.rbm_visible_log_marginal(x0[None], *params)[0]
             torch.testing.assert_close(log_q - log_p_given_z_k, z_k_term - x_0_term,
                                        rtol=0, atol=1e-12)
             log_p_z_k = z_k_term - log_z  # the RBM's marginal of z
@@ -207,8 +209,8 @@ def test_the_cd_objective_column_is_the_chains_mean_log_ratio(sweeps):
     start = torch.zeros(8, dtype=torch.float64)
     start[5] = 1.0  # x0 = (1, 0, 1): bit i = unit i
     marginal_z_k = start @ torch.linalg.matrix_power(transition, sweeps) @ q_z
-    z_terms = estimators.rbm_hidden_log_marginal(zs, *params)
-    x_term = estimators.rbm_visible_log_marginal(x0[None], *params)[0]
+    z_terms = rbm_partition.rbm_hidden_log_marginal(zs, *params)
+    x_term = rbm_partition.rbm_visible_log_marginal(x0[None], *params)[0]
     expected = (marginal_z_k @ z_terms - x_term).item()
     samples = model.cd_objective(x0.expand(40000, 3).contiguous())
     standard_error = samples.std().item() / math.sqrt(samples.numel())
@@ -279,7 +281,7 @@ def test_bad_rbm_configuration_is_rejected():
     with pytest.raises(ValueError, match="hidden"):
         build_method("rbm-cd", data_dim=8, hidden=0)
     model = make_rbm(data_dim=8, hidden=3)
-    with pytest.raises(RuntimeError, match="prepare_scoring"):
+    with pytest.raises(RuntimeError, match=r"Scorer\(\).prepare"):
         model.bound(torch.zeros(2, 8))
 
 
@@ -297,7 +299,7 @@ def test_training_and_scoring_on_toy_data_is_exact_where_it_can_be(name):
                             dtype=torch.float32)
     data = patterns.repeat(100, 1)
     model = make_rbm(name, data_dim=8, hidden=8, num_samples=5 if name == "rbm-cd" else 1)
-    exact_nll = lambda: (estimators.exact_log_z(*model.rbm.parameters_tuple)  # noqa: E731
+    exact_nll = lambda: (rbm_partition.exact_log_z(*model.rbm.parameters_tuple)  # noqa: E731
                          - model.rbm.visible_log_marginal(patterns).double()).mean().item()
     before = exact_nll()
     train(model, data, get_profile("quick").scaled(40), seed=0, show_progress=False)
@@ -305,8 +307,8 @@ def test_training_and_scoring_on_toy_data_is_exact_where_it_can_be(name):
     assert after < before - 1.0, (before, after)
     if name == "rbm-cd":  # CD-5 gets close to the 4 patterns' log 4 in 800 updates
         assert after < math.log(4) + 0.5, (before, after)
-    model.prepare_scoring(data, num_temperatures=2000)
-    nll, estimator, terms = model.test_nll(patterns, eval_samples=1)
+    prepare_scoring(model, data, num_temperatures=2000)
+    nll, estimator, terms = test_nll(model, patterns, eval_samples=1)
     assert estimator.startswith("AIS log Z (2000 temperatures, 100 runs)")
     assert nll.mean().item() == pytest.approx(after, abs=0.1)
     torch.testing.assert_close(model.bound(patterns), nll)

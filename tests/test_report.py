@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from genvar_bench import cli
-from genvar_bench import figures, report
+from genvar_bench import figures
+from genvar_bench import tables as report
 
 
 def rows(**columns):

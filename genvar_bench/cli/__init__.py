@@ -8,8 +8,7 @@ import argparse
 import sys
 
 import genvar_bench.methods  # noqa: F401  (registers the built-in methods)
-from genvar_bench import bench
-from genvar_bench.cli import report, run, sample, score
+from genvar_bench.cli import bench, report, run, sample, score
 from genvar_bench.cli.run import build_configs  # noqa: F401  (planning, for scripts and tests)
 
 # The subcommands, in the order `--help` lists them.

@@ -126,7 +126,7 @@ def load_model_or_exit(path: str, device: str, plugins: list[str] | tuple[str, .
 def check_data_fits(model: str, info: dict, dataset) -> None:
     """A model scores only data of its own kind and shape: binary data for a model of
     binary data, continuous for continuous."""
-    from genvar_bench.core import METHODS
+    from genvar_bench.registry import METHODS
 
     kind = METHODS[info["method"]].data_kind
     if dataset.kind != kind:

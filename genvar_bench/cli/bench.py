@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASELINES = ROOT / "benchmarks" / "baselines"
 TOLERANCE = 0.2
 
@@ -61,7 +61,7 @@ def run_benchmarks(device: str, select: str | None, json_path: Path) -> None:
 def speedups(json_path: Path) -> dict[str, float]:
     """{"<group> / vs <baseline>": reference median / fused median} of one run; exits with
     a one-line error when json_path is missing or no pytest-benchmark JSON."""
-    from genvar_bench.report import kernel_speedups
+    from genvar_bench.tables import kernel_speedups
 
     remedy = "pass the file `pytest --benchmark-json=FILE` wrote, or leave out --json to run the benchmarks"
     if not json_path.is_file():

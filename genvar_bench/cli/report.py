@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from genvar_bench import figures, report as tables
+from genvar_bench import figures, tables
 
 
 def add_parser(commands) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from genvar_bench import executors, results, runner
+from genvar_bench import executors, parallel, results, runner
 from genvar_bench.cli import arguments, capacity
-from genvar_bench.core import METHODS, Option, method_spec_options, resolved_option_defaults
+from genvar_bench.registry import METHODS, Option, method_spec_options, resolved_option_defaults
 from genvar_bench.data import DATASET_KINDS, DATASETS
 from genvar_bench.ops import BACKENDS
 from genvar_bench.profiles import PROFILES, get_profile
@@ -154,29 +154,6 @@ def existing_hashes(directory) -> set[str]:
     return results.done_hashes(table)
 
 
-def init_distributed(args) -> int:
-    """Under torchrun (WORLD_SIZE > 1): joins the process group (nccl on GPUs, else gloo)
-    and gives each process its GPU; returns the rank (0 outside torchrun)."""
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0
-    import torch.distributed as dist
-
-    on_gpu = any(torch.device(device).type == "cuda" for device in args.devices)
-    if on_gpu:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local_rank)
-        args.devices = [f"cuda:{local_rank}"]
-    if not dist.is_initialized():
-        # Processes 1..N-1 wait in a collective while process 0 scores (AIS, k = 5000 on
-        # MNIST: up to an hour on a CPU): the default 30-minute timeout would end the group.
-        import datetime
-        dist.init_process_group("nccl" if on_gpu else "gloo", timeout=datetime.timedelta(hours=6))
-    return dist.get_rank()
-
-
 @dataclass
 class Plan:
     """What a `run` does: its configurations, the results folder, the keys of the rows
@@ -209,7 +186,7 @@ def checked_settings(args):
     capacity.check_out_dir(args.out)
     # Under torchrun every process trains each configuration on its share of the batches;
     # process 0 alone scores, prints and writes.
-    rank = init_distributed(args)
+    rank, args.devices = parallel.join_group(args.devices)
     for device in args.devices:
         for backend in args.backends:
             arguments.check_device(device, backend)
@@ -263,7 +240,7 @@ def record_row(args, dataset, profile, spec: RunSpec, row: dict | None, message:
     it never replaces a finished row of the same spec (--force), whose files stay. A
     finished row that replaces another takes its files' place: the old ones are removed
     once the new row is stored."""
-    from genvar_bench.report import write_results_markdown
+    from genvar_bench.tables import write_results_markdown
 
     directory = results.table_dir(args.out, dataset.name, profile.name)
     if row is not None:
@@ -282,7 +259,10 @@ def record_row(args, dataset, profile, spec: RunSpec, row: dict | None, message:
                            render=write_results_markdown)
     old = previous.get("artifact") if previous is not None else None
     if row["status"] == "ok" and isinstance(old, str) and old and old != row.get("artifact"):
-        runner.remove_artifacts(directory, old)
+        try:
+            runner.remove_artifacts(directory, old)
+        except OSError as error:  # the new row is stored; the old files only take room
+            print(f"    warning: the replaced row's files were not removed ({error})", file=sys.stderr)
     return row
 
 

@@ -1,6 +1,7 @@
-"""Built-in methods; importing this package registers them in `genvar_bench.core.METHODS`.
+"""Built-in methods; importing this package registers them in `genvar_bench.registry.METHODS`.
 `build_method` instantiates any registered method: built-in, plugin or entry point."""
-from genvar_bench.core import METHODS, Method
+from genvar_bench.core import Method
+from genvar_bench.registry import METHODS
 from genvar_bench.methods import (binomial_diffusion, dae, gaussian_diffusion, rbm,  # noqa: F401
                                   rws, vae)
 
@@ -10,4 +11,6 @@ def build_method(name: str, **config) -> Method:
     backend="fused")`; an unknown name lists the known ones."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name](**config)
+    method = METHODS[name](**config)
+    method.registered_as = name  # `registry.record_of` finds a function-built method by it
+    return method

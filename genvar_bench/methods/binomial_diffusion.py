@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.functional import logsigmoid
 
-from genvar_bench.core import register
+from genvar_bench.registry import register
 from genvar_bench.methods.diffusion import (OPTIONS, DiffusionMethod, ForwardProcess,
                                             ReverseProcess, beta_schedule, check_config,
                                             option_defaults)
@@ -36,8 +36,8 @@ class BinomialForward(ForwardProcess):
     kappa: torch.Tensor
     kappa_now: torch.Tensor
 
-    def __init__(self, betas: torch.Tensor):
-        super().__init__(betas)
+    def __init__(self, betas: torch.Tensor, backend: str = "fused"):
+        super().__init__(betas, backend)
         padded = torch.cat([betas.new_ones(1), betas])  # index t
         self.register_buffer("rho", torch.log((2 - padded) / padded), persistent=False)
         # kappa_s = log((1 + abar_s) / (1 - abar_s)) for s = 0..T
@@ -119,6 +119,6 @@ class BinomialDiffusion(DiffusionMethod):
                  schedule: str = "paper", network: str = "mlp"):
         check_config(layers, diffusion_steps, network)
         assert diffusion_steps is not None  # check_config raised otherwise
-        forward = BinomialForward(beta_schedule(schedule, diffusion_steps))
-        reverse = BinomialReverse(forward, data_dim, network, outputs=1)
+        forward = BinomialForward(beta_schedule(schedule, diffusion_steps), backend)
+        reverse = BinomialReverse(forward, data_dim, network, outputs=1, backend=backend)
         super().__init__(forward, reverse, data_dim, num_samples, backend)

@@ -1,4 +1,4 @@
-"""The denoising autoencoder as a generative model (the seed's third example).
+"""The denoising autoencoder as a generative model (the paper's third example).
 
 q(z | x) = N(z; e(x), noise^2 I): a deterministic encoder e, its code corrupted
 by Gaussian noise of a fixed level. The prior is the data-convolved encoder,
@@ -9,7 +9,7 @@ E_q[-log p(x | z)]: training is reconstruction, nothing else.
 
 q is a `GaussianEncoder` of one `NoisyCode` layer; p is `MixturePriorDecoder`, the
 Gaussian-latent decoder with the mixture prior, fixed after training
-(`prepare_scoring`). Scoring uses the same importance weights as every other latent
+(`DAEScorer.prepare`). Scoring uses the same importance weights as every other latent
 model, with log p(z) the exact mixture over all N training codes
 (`mixture_log_density`).
 The encoder's code passes through tanh: at a fixed noise level an unbounded
@@ -24,7 +24,9 @@ import math
 import torch
 from torch import nn
 
-from genvar_bench.core import Draw, InferenceModel, Method, Option, register
+from genvar_bench.core import Draw, InferenceModel, Method
+from genvar_bench.registry import Option, family_defaults, register
+from genvar_bench.scoring import Scorer
 from genvar_bench.methods.latent import (ARCHITECTURES, GaussianDecoder, GaussianEncoder, mlp,
                                          standard_normal_log_density)
 
@@ -48,8 +50,9 @@ class MixturePriorDecoder(GaussianDecoder):
 
     prior_centers: torch.Tensor  # a buffer, registered in __init__
 
-    def __init__(self, data_dim: int, latent_dim: int, hidden: list[int], noise: float):
-        super().__init__(data_dim, [latent_dim], [hidden])
+    def __init__(self, data_dim: int, latent_dim: int, hidden: list[int], noise: float,
+                 backend: str = "fused"):
+        super().__init__(data_dim, [latent_dim], [hidden], backend)
         self.noise = noise
         self.register_buffer("prior_centers", torch.empty(0, latent_dim), persistent=True)
 
@@ -65,7 +68,7 @@ class MixturePriorDecoder(GaussianDecoder):
 
     def _check_prior(self) -> None:
         if self.prior_centers.shape[0] == 0:
-            raise RuntimeError("the DAE prior is not set: call prepare_scoring(train_data) "
+            raise RuntimeError("the DAE prior is not set: call DAEScorer().prepare(method, train_data) "
                                "after training, before any bound or sample")
 
     def log_prior(self, latents: list[torch.Tensor]) -> torch.Tensor:
@@ -116,8 +119,8 @@ class DenoisingAutoencoder(Method):
         if not (math.isfinite(noise) and noise > 0):
             raise ValueError(f"noise must be a positive number, got {noise}")
         (latent_dim,), (q_hidden, *_), (p_hidden, *_) = ARCHITECTURES[1]
-        super().__init__(GaussianEncoder([NoisyCode(data_dim, q_hidden, latent_dim, noise)]),
-                         MixturePriorDecoder(data_dim, latent_dim, p_hidden, noise),
+        super().__init__(GaussianEncoder([NoisyCode(data_dim, q_hidden, latent_dim, noise)], backend),
+                         MixturePriorDecoder(data_dim, latent_dim, p_hidden, noise, backend),
                          num_samples, backend)
         self.layers = layers
         self.noise = noise
@@ -126,12 +129,20 @@ class DenoisingAutoencoder(Method):
         """The reconstruction error E_q[-log p(x | z)], averaged over k noise draws."""
         return -self.p.log_likelihood(x, self.q.sample(x, self.num_samples).latents).mean()
 
-    @torch.no_grad()
-    def prepare_scoring(self, train_data: torch.Tensor, batch_size: int = 1000) -> None:
-        """Fixes the prior: p(z) = (1/N) sum_n N(z; e(x_n), noise^2 I) over train_data."""
-        self.p.set_prior(torch.cat([self.q.posterior_means(train_data[start:start + batch_size])
-                                    for start in range(0, train_data.shape[0], batch_size)]))
-
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """-ELBO with the mixture prior: reconstruction plus KL(q(z | x) || p(z))."""
         return -self.log_weights(x, self.num_samples).mean(0)
+
+
+class DAEScorer(Scorer):
+    """Importance sampling, once the prior is fixed from the training set."""
+
+    @torch.no_grad()
+    def prepare(self, method, train_data: torch.Tensor, show_progress: bool = False,
+                batch_size: int = 1000) -> None:
+        """Fixes the prior: p(z) = (1/N) sum_n N(z; e(x_n), noise^2 I) over train_data."""
+        method.p.set_prior(torch.cat([method.q.posterior_means(train_data[start:start + batch_size])
+                                      for start in range(0, train_data.shape[0], batch_size)]))
+
+
+family_defaults(DenoisingAutoencoder, scorer=DAEScorer())

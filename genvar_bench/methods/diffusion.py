@@ -1,4 +1,4 @@
-"""Diffusion probabilistic models (Sohl-Dickstein et al. 2015), the seed's fourth example.
+"""Diffusion probabilistic models (Sohl-Dickstein et al. 2015), the paper's fourth example.
 
 q(x_{1:T} | x_0) is a fixed forward process from the data to a simple prior in T
 small steps; p(x_{0:T}) = p(x_T) prod_t p(x_{t-1} | x_t) runs it backwards with
@@ -26,7 +26,9 @@ from typing import ClassVar
 
 import torch
 
-from genvar_bench.core import GenerativeModel, InferenceModel, Method, Option
+from genvar_bench.core import GenerativeModel, InferenceModel, Method
+from genvar_bench.registry import Option, family_defaults
+from genvar_bench.scoring import Scorer
 from genvar_bench.methods.denoisers import NETWORKS, build_denoiser
 
 SCHEDULES = ("paper", "linear")
@@ -99,8 +101,8 @@ class ForwardProcess(InferenceModel):
     betas: torch.Tensor
     alpha_bar: torch.Tensor
 
-    def __init__(self, betas: torch.Tensor):
-        super().__init__()
+    def __init__(self, betas: torch.Tensor, backend: str = "fused"):
+        super().__init__(backend)
         self.num_steps = betas.numel()
         self.register_buffer("betas", betas, persistent=False)
         # alpha_bar[s] = prod_{r <= s} (1 - beta_r), alpha_bar[0] = 1
@@ -173,8 +175,9 @@ class ReverseProcess(GenerativeModel):
     # held, not a submodule (set in __init__)
     forward_process: ForwardProcess
 
-    def __init__(self, forward_process: ForwardProcess, data_dim: int, network: str, outputs: int):
-        super().__init__()
+    def __init__(self, forward_process: ForwardProcess, data_dim: int, network: str, outputs: int,
+                 backend: str = "fused"):
+        super().__init__(backend)
         self.network = build_denoiser(network, data_dim, forward_process.num_steps, outputs)
         self.data_dim = data_dim
         self.num_steps = forward_process.num_steps
@@ -289,16 +292,26 @@ class DiffusionMethod(Method):
         self.num_steps = forward_process.num_steps
         self.data_dim = data_dim
 
+    @property
+    def steps_per_example(self) -> int:
+        """Steps drawn per example in each training estimate: what this family's k
+        (`num_samples`) counts."""
+        return self.num_samples
+
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """[B] L_T + (T / k) sum of the exact KLs at k uniformly drawn steps: unbiased."""
-        steps = torch.randint(1, self.num_steps + 1, (self.num_samples, x.shape[0]), device=x.device)
+        steps = torch.randint(1, self.num_steps + 1, (self.steps_per_example, x.shape[0]), device=x.device)
         states = self.q.sample_marginal(x, steps)
         return self.q.prior_kl(x) + self.p.step_kl(x, states, steps).mean(0) * self.num_steps
 
-    @torch.no_grad()
-    def bound_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def bound_terms(self, x: torch.Tensor, differentiable: bool = False) -> dict[str, torch.Tensor]:
         """The bound with every step summed (one x_t draw per step), in two parts:
-        reconstruction (t = 1) and kl (L_T and the steps t >= 2)."""
+        reconstruction (t = 1) and kl (L_T and the steps t >= 2); with the graph kept
+        where `differentiable`."""
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            return self._all_step_terms(x)
+
+    def _all_step_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         batch, data_dim = x.shape
         chunk = max(1, MAX_ELEMENTS // max(1, batch * data_dim))
         total = self.q.prior_kl(x).double()
@@ -313,31 +326,6 @@ class DiffusionMethod(Method):
         assert reconstruction is not None  # the first chunk starts at step 1
         return {"reconstruction": reconstruction, "kl": total - reconstruction}
 
-    def test_nll(self, x: torch.Tensor, eval_samples: int, progress=None):
-        """Per-example bound with all T steps summed (eval_samples is not used: the
-        KLs are exact), its name, and its split into reconstruction and kl."""
-        parts: dict[str, list[torch.Tensor]] = {"reconstruction": [], "kl": []}
-        batch_size = max(1, min(1000, MAX_ELEMENTS // x.shape[1]))
-        for start in range(0, x.shape[0], batch_size):
-            terms = self.bound_terms(x[start:start + batch_size])
-            for name in parts:
-                parts[name].append(terms[name])
-            if progress is not None:
-                progress(terms["kl"].shape[0])
-        joined = {name: torch.cat(values) for name, values in parts.items()}
-        nll = joined["reconstruction"] + joined["kl"]
-        return nll, f"bound, {self.num_steps} exact-KL steps", joined
-
-    def importance_bound_samples(self, num_examples, candidates):
-        """The k whose k-trajectory bounds fit TRAJECTORY_BUDGET together."""
-        reported, spent = [], 0
-        for num_samples in sorted(candidates):
-            spent += num_samples * self.num_steps * num_examples * (self.data_dim + 256)
-            if spent > TRAJECTORY_BUDGET:
-                break
-            reported.append(num_samples)
-        return tuple(reported)
-
     def trajectory(self, num_samples: int, frames: int = 10) -> torch.Tensor:
         """[frames, n, D]: p's reverse chain (`ReverseProcess.chain`)."""
         return self.p.chain(num_samples, frames)
@@ -346,3 +334,36 @@ class DiffusionMethod(Method):
     def sample(self, num_samples: int) -> torch.Tensor:
         """[n, D]: the mean of p(x_0 | x_1) at the end of reverse chains from the prior."""
         return self.trajectory(num_samples, frames=1)[-1]
+
+
+class DiffusionScorer(Scorer):
+    """The test NLL is the bound with every step's KL summed (exact: no sampling); the
+    k-trajectory bounds are reported at the k whose cost fits TRAJECTORY_BUDGET."""
+
+    def test_nll(self, method, x: torch.Tensor, eval_samples: int, progress=None):
+        """Per-example bound with all T steps summed (eval_samples is not used: the
+        KLs are exact), its name, and its split into reconstruction and kl."""
+        parts: dict[str, list[torch.Tensor]] = {"reconstruction": [], "kl": []}
+        batch_size = max(1, min(1000, MAX_ELEMENTS // x.shape[1]))
+        for start in range(0, x.shape[0], batch_size):
+            terms = method.bound_terms(x[start:start + batch_size])
+            for name in parts:
+                parts[name].append(terms[name])
+            if progress is not None:
+                progress(terms["kl"].shape[0])
+        joined = {name: torch.cat(values) for name, values in parts.items()}
+        nll = joined["reconstruction"] + joined["kl"]
+        return nll, f"bound, {method.num_steps} exact-KL steps", joined
+
+    def bound_samples(self, method, num_examples, candidates):
+        """The k whose k-trajectory bounds fit TRAJECTORY_BUDGET together."""
+        reported, spent = [], 0
+        for num_samples in sorted(candidates):
+            spent += num_samples * method.num_steps * num_examples * (method.data_dim + 256)
+            if spent > TRAJECTORY_BUDGET:
+                break
+            reported.append(num_samples)
+        return tuple(reported)
+
+
+family_defaults(DiffusionMethod, scorer=DiffusionScorer())

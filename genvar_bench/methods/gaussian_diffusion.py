@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from genvar_bench.core import register
+from genvar_bench.registry import register
 from genvar_bench.methods.diffusion import (OPTIONS, DiffusionMethod, ForwardProcess, ReverseProcess,
                                             beta_schedule, check_config, option_defaults)
 
@@ -36,8 +36,8 @@ class GaussianForward(ForwardProcess):
     skip: torch.Tensor
     scale: torch.Tensor
 
-    def __init__(self, betas: torch.Tensor):
-        super().__init__(betas)
+    def __init__(self, betas: torch.Tensor, backend: str = "fused"):
+        super().__init__(betas, backend)
         current, previous = self.alpha_bar[1:], self.alpha_bar[:-1]
         zero = betas.new_zeros(1)
         # index t: the posterior mean's coefficients of x_0 and x_t
@@ -123,6 +123,6 @@ class GaussianDiffusion(DiffusionMethod):
                  schedule: str = "paper", network: str = "mlp"):
         check_config(layers, diffusion_steps, network)
         assert diffusion_steps is not None  # check_config raised otherwise
-        forward = GaussianForward(beta_schedule(schedule, diffusion_steps))
-        reverse = GaussianReverse(forward, data_dim, network, outputs=2)
+        forward = GaussianForward(beta_schedule(schedule, diffusion_steps), backend)
+        reverse = GaussianReverse(forward, data_dim, network, outputs=2, backend=backend)
         super().__init__(forward, reverse, data_dim, num_samples, backend)

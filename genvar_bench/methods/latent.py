@@ -71,17 +71,18 @@ class GaussianEncoder(InferenceModel):
     # Its draws carry (mu, logvar) of each layer's q(z_l | .): what GaussianDecoder fuses.
     q_family = "diagonal-gaussian"
 
-    def __init__(self, layers):
+    def __init__(self, layers, backend: str = "fused"):
         """layers: modules h -> (mu, logvar), bottom-up (x -> z_1 first)."""
-        super().__init__()
+        super().__init__(backend)
         self.layers = nn.ModuleList(layers)
 
     @classmethod
-    def of_sizes(cls, data_dim: int, latent_dims: list[int], hidden: list[list[int]]):
+    def of_sizes(cls, data_dim: int, latent_dims: list[int], hidden: list[list[int]],
+                 backend: str = "fused"):
         """MLP Gaussian layers of the given latent and hidden sizes."""
         in_dims = [data_dim] + latent_dims[:-1]
-        return cls(GaussianLayer(in_dim, width, out_dim)
-                   for in_dim, width, out_dim in zip(in_dims, hidden, latent_dims))
+        return cls((GaussianLayer(in_dim, width, out_dim)
+                    for in_dim, width, out_dim in zip(in_dims, hidden, latent_dims)), backend)
 
     def sample(self, x: torch.Tensor, num_samples: int, q_grad: str | None = None) -> Draw:
         """latents z_l [k, B, Z_l] bottom-up, params (mu, logvar) per layer: the first
@@ -160,8 +161,9 @@ class GaussianDecoder(BernoulliDecoder):
     # The fused log ratio reads q's (mu, logvar) from the draw: diagonal Gaussian q only.
     fused_for_q = "diagonal-gaussian"
 
-    def __init__(self, data_dim: int, latent_dims: list[int], hidden: list[list[int]]):
-        super().__init__()
+    def __init__(self, data_dim: int, latent_dims: list[int], hidden: list[list[int]],
+                 backend: str = "fused"):
+        super().__init__(backend)
         top_down = latent_dims[::-1]
         self.top_dim = top_down[0]
         self.latent_layers = nn.ModuleList(
@@ -226,14 +228,23 @@ class GaussianDecoder(BernoulliDecoder):
 
 
 class GaussianLatentMethod(Method):
-    """Base of the objectives on this family: q a `GaussianEncoder`, p a `GaussianDecoder`
-    of the IWAE paper's architecture for `layers` (1 or 2)."""
+    """Base of the objectives on this family: by default q a `GaussianEncoder` and p a
+    `GaussianDecoder` of the IWAE paper's architecture for `layers` (1 or 2).
+
+    `q=` or `p=` puts your own in their place (a normalising flow q, a mixture prior p):
+    built with the same backend, of the same latent sizes (`ARCHITECTURES[layers]`), and
+    scored exactly as log p(x, tau) - log q(tau | x) where its family is not the other's
+    (see `InferenceModel.q_family`); the default of the other side is built as usual."""
 
     def __init__(self, data_dim: int, layers: int = 1, num_samples: int = 1,
-                 backend: str = "fused"):
+                 backend: str = "fused", *, q: InferenceModel | None = None,
+                 p: GenerativeModel | None = None):
         if layers not in ARCHITECTURES:
             raise ValueError(f"layers must be one of {sorted(ARCHITECTURES)}, got {layers}")
         latent_dims, q_hidden, p_hidden = ARCHITECTURES[layers]
-        super().__init__(GaussianEncoder.of_sizes(data_dim, latent_dims, q_hidden),
-                         GaussianDecoder(data_dim, latent_dims, p_hidden), num_samples, backend)
+        if q is None:
+            q = GaussianEncoder.of_sizes(data_dim, latent_dims, q_hidden, backend)
+        if p is None:
+            p = GaussianDecoder(data_dim, latent_dims, p_hidden, backend)
+        super().__init__(q, p, num_samples, backend)
         self.layers = layers

@@ -1,4 +1,4 @@
-"""Restricted Boltzmann machines trained by contrastive divergence (the seed's fifth
+"""Restricted Boltzmann machines trained by contrastive divergence (the paper's fifth
 example), scored by annealed importance sampling.
 
 The RBM: E(x, z) = -x'Wz - b'x - c'z over binary x [D] and z [H]. Writing
@@ -6,7 +6,7 @@ Z_x = log sum_z exp(-E(x, z)) = b'x + sum_j softplus(c_j + (W'x)_j) and
 Z_z = log sum_x exp(-E(x, z)) = c'z + sum_d softplus(b_d + (Wz)_d), the
 conditionals are log q(z|x) = -E(x, z) - Z_x and log p(x|z) = -E(x, z) - Z_z.
 
-The seed's reading: q is the Gibbs chain started at data, x_0 ~ D, z_0 ~ q(z|x_0),
+The paper's reading: q is the Gibbs chain started at data, x_0 ~ D, z_0 ~ q(z|x_0),
 x_1 ~ p(x|z_0), ..., z_k ~ q(z|x_k); p runs it backwards from p(z_k) with the same
 (tied) weights. Every conditional cancels except the ends:
 
@@ -16,8 +16,8 @@ x_1 ~ p(x|z_0), ..., z_k ~ q(z|x_k); p runs it backwards from p(z_k) with the sa
 The "CD objective" column is the mean of Z_{z_k} - Z_{x_0} over chains from the
 test set. With p(z_k) the RBM's own marginal, exp(Z_z) / Z, the chain's KL is
 the model's: log q/p = log D(x_0) - (Z_{x_0} - log Z) for every chain, so the
-bound the seed builds is the RBM's exact -log p(x) = log Z - Z_x, whatever k.
-log Z comes from AIS (`estimators.ais_log_z`) after training.
+bound the paper builds is the RBM's exact -log p(x) = log Z - Z_x, whatever k.
+log Z comes from AIS (`rbm_partition.ais_log_z`) after training.
 
 CD-k follows the gradient of F(x_0) - F(x_k) with F(x) = -Z_x the free energy
 and x_k drawn (held fixed) by k Gibbs sweeps from the data: CD-k starts each
@@ -27,13 +27,15 @@ Here k (the run's `--k`) is the number of Gibbs sweeps per update.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 from torch import nn
 
-from genvar_bench import estimators
-from genvar_bench.core import Draw, GenerativeModel, InferenceModel, Method, Option, register
+from genvar_bench.methods import rbm_partition
+from genvar_bench.core import Draw, GenerativeModel, InferenceModel, Method
+from genvar_bench.recipes import TrainingRecipe
+from genvar_bench.registry import Option, family_defaults, register
+from genvar_bench.scoring import Scorer
 from genvar_bench.ops.rbm import next_offset
 
 # Learning settings of the RBMs in Salakhutdinov & Murray (2008), after Hinton &
@@ -42,11 +44,14 @@ from genvar_bench.ops.rbm import next_offset
 # first 5 epochs and 0.9 after, weight decay 2e-4 on the weights. The learning rate
 # starts at the method's `learning_rate` and falls linearly to a tenth of it by the last
 # epoch. PCD takes a smaller rate: its persistent chains must keep up with the weights
-# (on digits, quick profile: PCD-1 17.21 nats at 0.01 against 18.94 at 0.05).
+# (the measurement behind 0.01: docs/results.md, "RBM learning rates").
 BATCH_SIZE = 100
 MOMENTUM_EPOCHS, INITIAL_MOMENTUM, FINAL_MOMENTUM = 5, 0.5, 0.9
 WEIGHT_DECAY = 2e-4
 FINAL_RATE_FRACTION = 0.1
+
+# AIS for the test NLL, as Salakhutdinov & Murray (2008) ran it.
+AIS_RUNS, AIS_TEMPERATURES = 100, 14500
 
 # Sweeps from the base-rate model to a sample shown in the grid.
 SAMPLE_SWEEPS = 1000
@@ -72,11 +77,11 @@ class RBM(nn.Module):
 
     def visible_log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Z_x [B] = log sum_z exp(-E(x, z)): minus the free energy."""
-        return estimators.rbm_visible_log_marginal(x, *self.parameters_tuple)
+        return rbm_partition.rbm_visible_log_marginal(x, *self.parameters_tuple)
 
     def hidden_log_marginal(self, z: torch.Tensor) -> torch.Tensor:
         """Z_z [B] = log sum_x exp(-E(x, z))."""
-        return estimators.rbm_hidden_log_marginal(z, *self.parameters_tuple)
+        return rbm_partition.rbm_hidden_log_marginal(z, *self.parameters_tuple)
 
 
 class ChainStream:
@@ -94,9 +99,9 @@ class ChainStream:
         """(x, z) after `sweeps` Gibbs sweeps from x [B, D] (z: the hidden draw the last x
         came from). Under data-parallel training each process has its own stream: the
         Philox key differs by rank."""
-        from genvar_bench.parallel import world
+        from genvar_bench.parallel import rank_seed
 
-        seed = (self.seed + 0x9E3779B9 * world()[0]) % 2**62
+        seed = rank_seed(self.seed)
         x_out, z = ops.rbm_gibbs(x, *rbm.parameters_tuple, beta, sweeps, seed, self.offset,
                                  base_visible_bias)
         self.offset = next_offset(self.offset, sweeps)
@@ -113,8 +118,8 @@ class GibbsChain(InferenceModel):
     # Its chains run on the RBM's own conditionals: what RBMGenerative's log ratio is exact for.
     q_family = "rbm-gibbs-chain"
 
-    def __init__(self, rbm: RBM, stream: ChainStream, sweeps: int):
-        super().__init__()
+    def __init__(self, rbm: RBM, stream: ChainStream, sweeps: int, backend: str = "fused"):
+        super().__init__(backend)
         self.rbm = rbm
         self.stream = stream
         self.sweeps = sweeps
@@ -130,7 +135,7 @@ class GibbsChain(InferenceModel):
 
 class RBMGenerative(GenerativeModel):
     """p: the RBM, its chain run backwards from p(z_k) = exp(Z_{z_k}) / Z; the same weights
-    as q. Holds log Z (from AIS, `RBMMethod.prepare_scoring`) and the base-rate model that
+    as q. Holds log Z (from AIS, `RBMScorer.prepare`) and the base-rate model that
     AIS and sampling start from. The joint density of a chain is not formed: `log_ratio`
     is exact without it."""
 
@@ -142,8 +147,8 @@ class RBMGenerative(GenerativeModel):
     base_visible_bias: torch.Tensor
     log_z: torch.Tensor
 
-    def __init__(self, rbm: RBM, stream: ChainStream):
-        super().__init__()
+    def __init__(self, rbm: RBM, stream: ChainStream, backend: str = "fused"):
+        super().__init__(backend)
         self.rbm = rbm
         self.stream = stream
         self.register_buffer("base_visible_bias", torch.zeros(rbm.visible_bias.shape[0]))
@@ -153,7 +158,7 @@ class RBMGenerative(GenerativeModel):
     def log_partition(self) -> float:
         value = self.log_z[0].item()
         if math.isnan(value):
-            raise RuntimeError("log Z is not estimated: call prepare_scoring(train_data) "
+            raise RuntimeError("log Z is not estimated: call RBMScorer().prepare(method, train_data) "
                                "after training, before any bound or NLL")
         return value
 
@@ -190,8 +195,6 @@ class RBMMethod(Method):
     """Shared by rbm-cd and rbm-pcd: the RBM, its Philox chain stream, AIS scoring; the
     objective is CD-k (`loss`)."""
 
-    # The scoring protocol `prepare_scoring` follows (recorded in each row's spec).
-    scoring_settings: ClassVar[dict[str, int]] = {"ais_runs": 100, "ais_temperatures": 14500}
 
     persistent: bool = False
     learning_rate: float = 0.05
@@ -210,12 +213,17 @@ class RBMMethod(Method):
             raise ValueError(f"hidden must be >= 1, got {hidden}")
         rbm = RBM(data_dim, hidden)
         stream = ChainStream()
-        super().__init__(GibbsChain(rbm, stream, num_samples), RBMGenerative(rbm, stream),
-                         num_samples, backend)
+        super().__init__(GibbsChain(rbm, stream, num_samples, backend),
+                         RBMGenerative(rbm, stream, backend), num_samples, backend)
         self.rbm = rbm
         self.stream = stream
         self.register_buffer("persistent_chains", torch.empty(0, data_dim))
         self.ais_settings = ""
+
+    @property
+    def sweeps(self) -> int:
+        """Gibbs sweeps per update: what this family's k (`num_samples`) counts."""
+        return self.num_samples
 
     @property
     def chain_seed(self) -> int:
@@ -254,36 +262,12 @@ class RBMMethod(Method):
     def negative_samples(self, x: torch.Tensor) -> torch.Tensor:
         """x_k: k sweeps from the batch (CD) or from the persistent chains (PCD)."""
         if not self.persistent:
-            return self.gibbs(x, self.num_samples)[0]
+            return self.gibbs(x, self.sweeps)[0]
         if self.persistent_chains.shape[0] == 0:
             # The first update's batch starts the chains; their number stays fixed.
             self.persistent_chains = x.detach().clone()
-        self.persistent_chains = self.gibbs(self.persistent_chains, self.num_samples)[0]
+        self.persistent_chains = self.gibbs(self.persistent_chains, self.sweeps)[0]
         return self.persistent_chains
-
-    # --- training -----------------------------------------------------------------
-
-    def prepare_training(self, train_data: torch.Tensor) -> None:
-        """Visible biases start at the log-odds of the training pixel means (Hinton 2010)."""
-        with torch.no_grad():
-            self.rbm.visible_bias.copy_(estimators.base_rate_visible_bias(train_data))
-
-    def make_optimizer(self, profile) -> torch.optim.Optimizer:
-        """SGD with momentum; weight decay on the weights only."""
-        return torch.optim.SGD([
-            {"params": [self.rbm.weight], "weight_decay": WEIGHT_DECAY},
-            {"params": [self.rbm.visible_bias, self.rbm.hidden_bias], "weight_decay": 0.0},
-        ], lr=self.learning_rate, momentum=INITIAL_MOMENTUM)
-
-    def epoch_settings(self, profile) -> list[dict[str, float]]:
-        epochs = profile.epochs
-        rate = self.learning_rate
-        return [{"lr": rate * (1 - (1 - FINAL_RATE_FRACTION) * epoch / max(1, epochs - 1)),
-                 "momentum": INITIAL_MOMENTUM if epoch < MOMENTUM_EPOCHS else FINAL_MOMENTUM}
-                for epoch in range(epochs)]
-
-    def training_batch_size(self, profile) -> int:
-        return BATCH_SIZE if self.rbm.weight.shape[0] > 256 else profile.batch_size
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """F(x_0) - F(x_k) averaged over the batch: its gradient is the CD-k update
@@ -292,38 +276,10 @@ class RBMMethod(Method):
         return (self.rbm.visible_log_marginal(negative).mean()
                 - self.rbm.visible_log_marginal(x).mean())
 
-    # --- scoring ------------------------------------------------------------------
-
-    @torch.no_grad()
-    def prepare_scoring(self, train_data: torch.Tensor, *, num_runs: int = 100,
-                        num_temperatures: int = 14500) -> None:
-        """Estimates log Z by AIS from the base-rate model of the training data
-        (Salakhutdinov & Murray 2008: 14,500 temperatures, 100 runs)."""
-        from tqdm.auto import tqdm
-
-        p = self.p
-        p.base_visible_bias = estimators.base_rate_visible_bias(train_data).to(p.base_visible_bias)
-        with tqdm(total=num_temperatures, desc="AIS", unit="beta", disable=not self.show_progress,
-                  leave=False, dynamic_ncols=True) as bar:
-            result = estimators.ais_log_z(
-                *self.rbm.parameters_tuple, p.base_visible_bias, num_runs=num_runs,
-                num_temperatures=num_temperatures, seed=self.chain_seed, backend=self.backend,
-                progress=bar.update)
-        p.log_z = torch.tensor([result.log_z, result.log_z_low, result.log_z_high],
-                               dtype=torch.float64, device=p.log_z.device)
-        self.ais_settings = f"{num_temperatures} temperatures, {num_runs} runs"
-
-    def prepare_check(self, batch: torch.Tensor) -> None:
-        """A rough log Z (AIS, 2 runs of 100 temperatures) for the check before training."""
-        self.prepare_scoring(batch, num_runs=2, num_temperatures=100)
-
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """[B] log Z - Z_x: the chain's KL is exact, so the bound is -log p(x) itself
         (with log Z from AIS, an estimate)."""
         return -self.p.log_marginal(x)
-
-    def importance_bound_samples(self, num_examples, candidates):
-        return ()  # every k-sample bound equals the NLL: the weights do not vary
 
     @torch.no_grad()
     def cd_objective(self, x: torch.Tensor) -> torch.Tensor:
@@ -332,22 +288,84 @@ class RBMMethod(Method):
         z_k = self.q.sample(x, 1).latents[0][0]
         return self.rbm.hidden_log_marginal(z_k) - self.rbm.visible_log_marginal(x)
 
+
+class RBMRecipe(TrainingRecipe):
+    """SGD with momentum (Hinton 2010's guide): weight decay on the weights only, the
+    learning rate falling linearly to FINAL_RATE_FRACTION of the method's, the momentum
+    raised after MOMENTUM_EPOCHS; batches of BATCH_SIZE on MNIST-sized RBMs."""
+
+    def prepare(self, method, train_data: torch.Tensor) -> None:
+        """Visible biases start at the log-odds of the training pixel means (Hinton 2010)."""
+        with torch.no_grad():
+            method.rbm.visible_bias.copy_(rbm_partition.base_rate_visible_bias(train_data))
+
+    def optimizer(self, method, profile) -> torch.optim.Optimizer:
+        return torch.optim.SGD([
+            {"params": [method.rbm.weight], "weight_decay": WEIGHT_DECAY},
+            {"params": [method.rbm.visible_bias, method.rbm.hidden_bias], "weight_decay": 0.0},
+        ], lr=method.learning_rate, momentum=INITIAL_MOMENTUM)
+
+    def epoch_settings(self, method, profile) -> list[dict[str, float]]:
+        epochs = profile.epochs
+        rate = method.learning_rate
+        return [{"lr": rate * (1 - (1 - FINAL_RATE_FRACTION) * epoch / max(1, epochs - 1)),
+                 "momentum": INITIAL_MOMENTUM if epoch < MOMENTUM_EPOCHS else FINAL_MOMENTUM}
+                for epoch in range(epochs)]
+
+    def batch_size(self, method, profile) -> int:
+        return BATCH_SIZE if method.rbm.weight.shape[0] > 256 else profile.batch_size
+
+
+class RBMScorer(Scorer):
+    """log Z by AIS from the base-rate model of the training data (Salakhutdinov & Murray
+    2008: 14,500 temperatures, 100 runs); the test NLL is log Z - Z_x, with the free
+    energy, the CD objective and log Z's 3-sigma range as its terms."""
+
+    settings = {"ais_runs": AIS_RUNS, "ais_temperatures": AIS_TEMPERATURES}
+
     @torch.no_grad()
-    def test_nll(self, x: torch.Tensor, eval_samples: int, progress=None):
-        log_z = self.p.log_partition()
+    def prepare(self, method: RBMMethod, train_data: torch.Tensor, show_progress: bool = False, *,
+                num_runs: int = AIS_RUNS, num_temperatures: int = AIS_TEMPERATURES) -> None:
+        from tqdm.auto import tqdm
+
+        p = method.p
+        p.base_visible_bias = rbm_partition.base_rate_visible_bias(train_data).to(p.base_visible_bias)
+        with tqdm(total=num_temperatures, desc="AIS", unit="beta", disable=not show_progress,
+                  leave=False, dynamic_ncols=True) as bar:
+            result = rbm_partition.ais_log_z(
+                *method.rbm.parameters_tuple, p.base_visible_bias, num_runs=num_runs,
+                num_temperatures=num_temperatures, seed=method.chain_seed, backend=method.backend,
+                progress=bar.update)
+        p.log_z = torch.tensor([result.log_z, result.log_z_low, result.log_z_high],
+                               dtype=torch.float64, device=p.log_z.device)
+        method.ais_settings = f"{num_temperatures} temperatures, {num_runs} runs"
+
+    def prepare_check(self, method, batch: torch.Tensor) -> None:
+        """A rough log Z (AIS, 2 runs of 100 temperatures) for the check before training."""
+        self.prepare(method, batch, num_runs=2, num_temperatures=100)
+
+    def bound_samples(self, method, num_examples, candidates):
+        return ()  # every k-sample bound equals the NLL: the weights do not vary
+
+    @torch.no_grad()
+    def test_nll(self, method, x: torch.Tensor, eval_samples: int, progress=None):
+        log_z = method.p.log_partition()
         chunks: dict[str, list[torch.Tensor]] = {"neg_free_energy": [], "cd_objective": []}
         for start in range(0, x.shape[0], 1000):
             batch = x[start:start + 1000]
-            chunks["neg_free_energy"].append(self.rbm.visible_log_marginal(batch))
-            chunks["cd_objective"].append(self.cd_objective(batch))
+            chunks["neg_free_energy"].append(method.rbm.visible_log_marginal(batch))
+            chunks["cd_objective"].append(method.cd_objective(batch))
             if progress is not None:
                 progress(batch.shape[0])
         terms = {name: torch.cat(values) for name, values in chunks.items()}
         constant = torch.ones_like(terms["neg_free_energy"])
         terms["log_z"] = constant * log_z
-        terms["log_z_low"] = constant * self.p.log_z[1].item()
-        terms["log_z_high"] = constant * self.p.log_z[2].item()
-        return (log_z - terms["neg_free_energy"], f"AIS log Z ({self.ais_settings})", terms)
+        terms["log_z_low"] = constant * method.p.log_z[1].item()
+        terms["log_z_high"] = constant * method.p.log_z[2].item()
+        return (log_z - terms["neg_free_energy"], f"AIS log Z ({method.ais_settings})", terms)
+
+
+family_defaults(RBMMethod, recipe=RBMRecipe(), scorer=RBMScorer())
 
 
 OPTIONS = (Option("hidden", int, None, "hidden units (default 500 on MNIST-sized data, 100 "

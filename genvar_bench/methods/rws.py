@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from genvar_bench.core import Method, Option, register
+from genvar_bench.core import Method
+from genvar_bench.registry import Option, register
 from genvar_bench.methods.latent import GaussianLatentMethod
 from genvar_bench.methods.sbn import BinaryLatentMethod
 

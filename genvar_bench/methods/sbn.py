@@ -30,8 +30,8 @@ class BernoulliEncoder(InferenceModel):
     # Its draws carry (probabilities, logits) of q(h | x): what SigmoidBeliefDecoder fuses.
     q_family = "bernoulli"
 
-    def __init__(self, data_dim: int, latent_dim: int):
-        super().__init__()
+    def __init__(self, data_dim: int, latent_dim: int, backend: str = "fused"):
+        super().__init__(backend)
         self.net = nn.Linear(data_dim, latent_dim)
 
     def sample(self, x: torch.Tensor, num_samples: int, q_grad: str | None = None) -> Draw:
@@ -62,8 +62,8 @@ class SigmoidBeliefDecoder(BernoulliDecoder):
     # The fused log ratio reads q's logits from the draw: factorised Bernoulli q only.
     fused_for_q = "bernoulli"
 
-    def __init__(self, data_dim: int, latent_dim: int):
-        super().__init__()
+    def __init__(self, data_dim: int, latent_dim: int, backend: str = "fused"):
+        super().__init__(backend)
         self.prior_logits = nn.Parameter(torch.zeros(latent_dim))
         self.data_layer = nn.Linear(latent_dim, data_dim)
 
@@ -99,8 +99,8 @@ class BinaryLatentMethod(Method):
                  backend: str = "fused", latent_dim: int = 200):
         if layers != 1:
             raise ValueError(f"the sigmoid belief network has 1 latent layer, got layers={layers}")
-        super().__init__(BernoulliEncoder(data_dim, latent_dim),
-                         SigmoidBeliefDecoder(data_dim, latent_dim), num_samples, backend)
+        super().__init__(BernoulliEncoder(data_dim, latent_dim, backend),
+                         SigmoidBeliefDecoder(data_dim, latent_dim, backend), num_samples, backend)
         self.layers = layers
 
     def bound(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Both draw k samples z_i ~ q(z | x) and form log w_i = log p(x, z_i) - log q(z_i | x).
 "VAE k" minimises the average of -log w_i (k-sample SGVB on the ELBO); IWAE
-minimises -log (1/k) sum_i w_i, the bound of the seed's resampled q_p^k.
+minimises -log (1/k) sum_i w_i, the bound of the paper's resampled q_p^k.
 
 q is `latent.GaussianEncoder` (diagonal Gaussians, reparameterised), p is
 `latent.GaussianDecoder` (Bernoulli p(x | z_1), N(0, I) on the top layer); both methods are
@@ -10,7 +10,7 @@ objectives over them, `bound` below.
 """
 import torch
 
-from genvar_bench.core import register
+from genvar_bench.registry import register
 from genvar_bench.methods.latent import GaussianLatentMethod
 
 

@@ -41,8 +41,8 @@ def cuda_wanted():
 
 def extension():
     with_cuda = cuda_wanted()
-    sources = [path for path in read_sources()
-               if with_cuda or not path.startswith("csrc/cuda/")]
+    # A .cu file holds an op's CUDA kernels and, under GENVAR_WITH_CUDA, their registration.
+    sources = [path for path in read_sources() if with_cuda or not path.endswith(".cu")]
     extension_class = cpp_extension.CUDAExtension if with_cuda else cpp_extension.CppExtension
     return extension_class(
         "genvar_bench._C",

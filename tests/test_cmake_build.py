@@ -4,8 +4,8 @@ Configures and builds into a temporary directory with the torch of this
 interpreter, runs the built ops in a fresh interpreter that never imports
 genvar_bench (that would load the installed _C, which registers the same
 schemas), and compares their results here with the references of
-genvar_bench.ops. Where nvcc exists next to a CPU-only torch, the .cu files
-must have been compile-checked into the genvar_cuda_kernels object library.
+genvar_bench.ops. Where nvcc exists next to a CPU-only torch, the kernels of the
+.cu files must have been compile-checked into the genvar_cuda_kernels object library.
 """
 import shutil
 import subprocess
@@ -103,11 +103,11 @@ def test_cmake_builds_and_loads_the_op_library(tmp_path):
                                    atol=tolerance)
     assert "log_weights" in results["rejected"], results["rejected"]
 
-    cuda_kernels = list(build.rglob("iwae_kernels.cu.o"))
+    cuda_kernels = list(build.rglob("iwae_kernel.cu.o"))
     if torch.version.cuda is None and shutil.which("nvcc") is not None:
         # CPU torch with nvcc: the kernels are compile-checked, not linked into _C.
         assert "CUDA mode: KERNELS" in configure.stdout, configure.stdout[-4000:]
-        assert cuda_kernels, "nvcc exists but iwae_kernels.cu was not compiled"
+        assert cuda_kernels, "nvcc exists but iwae_kernel.cu was not compiled"
         assert all("genvar_cuda_kernels.dir" in str(path) for path in cuda_kernels), cuda_kernels
     elif torch.version.cuda is not None:
         # CUDA torch (its CMake config needs the toolkit): the kernels are in _C.

@@ -1,8 +1,10 @@
 """Compile-checks the CUDA kernels with nvcc alone.
 
 A CPU-only build never compiles csrc/cuda/*.cu, so without this a broken
-kernel would only show on a machine with a GPU. The .cu files include no torch
-header (see iwae_launchers.h), so plain nvcc suffices.
+kernel would only show on a machine with a GPU. Each .cu file holds an op
+family's kernels, their launchers and, under GENVAR_WITH_CUDA (defined by the
+CUDA builds of setup.py and CMakeLists.txt), their registration with torch.
+Left undefined here, the files include no torch header, so plain nvcc suffices.
 """
 import shutil
 import subprocess

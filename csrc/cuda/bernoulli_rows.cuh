@@ -3,12 +3,12 @@
 // logits, sum_d x_d l_d - softplus(l_d), and its gradient x_d - sigmoid(l_d)
 // are the same, and so is the backward's grad_logits pass. Both reduce [k, C]
 // arrays over k column by column with the same tile. The per-sample latent
-// terms, which differ, stay in iwae_kernels.cu and sbn_kernels.cu.
+// terms, which differ, stay in iwae_kernel.cu and sbn_kernel.cu.
 //
 // Everything here has internal linkage on purpose: each .cu file that
 // includes it gets its own copy of these kernels, as when each file wrote
 // them out, so no kernel symbol is shared between two files' device modules.
-// No torch header: the including files still compile with plain nvcc.
+// No torch header: the including files' kernels still compile with plain nvcc.
 #pragma once
 
 #include "device_utils.cuh"

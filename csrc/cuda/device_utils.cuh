@@ -1,7 +1,7 @@
 // Device helpers shared by the CUDA kernels (after pyg-lib's cuda/utils.cuh):
 // the accurate libm forms per dtype, softplus and sigmoid from e = exp(-|l|),
 // 16-byte packs, warp and block sums, and grid sizes. No torch header: the
-// .cu files that include it compile with plain nvcc.
+// kernels of the .cu files that include it compile with plain nvcc.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,17 +1,43 @@
-// Shared declarations of the diffusion KL ops: argument checks and the
-// per-step schedule tables every backend reads.
+// Shared declarations of the diffusion KL ops, for their CPU kernels
+// (diffusion.cpp) and their CUDA ones (../cuda/diffusion_kernel.cu): the
+// per-step schedule tables every backend reads, and the argument checks.
 //
 // Steps t = 1..T are 1-based; betas[t - 1] = beta_t, alpha_t = 1 - beta_t,
-// abar_s = prod_{r <= s} alpha_r (abar_0 = 1). Tables (layout in
-// diffusion_table.h) are built in double on the host from betas of any
-// floating dtype, then moved to the data's device.
+// abar_s = prod_{r <= s} alpha_r (abar_0 = 1). Tables (layout
+// below) are built in double on the host from betas of any floating dtype,
+// then moved to the data's device.
 #pragma once
 
-#include "diffusion_table.h"
+#include <cstdint>
+
+// Column layout of the diffusion KL ops' per-step schedule tables: one row of
+// double per step t = 1..T (row t - 1). Torch-free, so that the CUDA kernels
+// (built by nvcc alone) read the same layout the host code writes.
+namespace genvar {
+
+// Binomial: q(x_{t-1} = 1 | x_t, x_0) and the entropy term softplus(lq) - q lq
+// (the posterior's entropy, nats) for the four binary cells, indexed
+// 2 x_t + x_0. At t = 1, q = x_0 and the entropy is 0.
+constexpr int64_t kBinomialQ = 0;
+constexpr int64_t kBinomialEntropy = 4;
+constexpr int64_t kBinomialColumns = 8;
+
+// Gaussian: mq = c0 x_0 + c1 x_t, vq, and the constant of the per-element KL,
+// -log vq - 1 (t > 1) or log(2 pi) (t = 1, where c0 = 1, c1 = 0, vq = 0 and
+// the term is -log N(x_0; mean, e^log_var)).
+constexpr int64_t kGaussianC0 = 0;
+constexpr int64_t kGaussianC1 = 1;
+constexpr int64_t kGaussianVarQ = 2;
+constexpr int64_t kGaussianOffset = 3;
+constexpr int64_t kGaussianColumns = 4;
+
+}  // namespace genvar
+
+// The rest needs torch: nvcc compiling the CUDA kernels alone (without
+// GENVAR_WITH_CUDA, as tests/test_cuda_compile.py does) stops here.
+#if !defined(__CUDACC__) || defined(GENVAR_WITH_CUDA)
 
 #include <ATen/core/Tensor.h>
-
-#include <cstdint>
 
 namespace genvar {
 
@@ -76,3 +102,5 @@ void check_diffusion_and_grad_backward_args(const at::Tensor& grad, const at::Te
                                             const char* name);
 
 }  // namespace genvar
+
+#endif

@@ -1,4 +1,5 @@
-// Shared declarations of the IWAE ops: argument checks used by every backend.
+// The IWAE ops' argument checks, shared by their CPU kernels (iwae.cpp) and their
+// CUDA ones (../cuda/iwae_kernel.cu).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,21 +1,57 @@
-// The mixture log-density op, shared by every backend: argument checks, the
-// set-up in ATen ops, and the loop over tiles that calls a backend's passes.
+// The mixture log-density op, shared by its CPU kernels (mixture.cpp) and its
+// CUDA ones (../cuda/mixture_kernel.cu): argument checks, the set-up in ATen
+// ops, and the loop over tiles that calls a backend's passes.
 //
 // log p(z_m) = logsumexp_n t[m, n] - |z'_m|^2 / (2 s^2) - log N - Z/2 log(2 pi s^2),
-// with t as in mixture_tile.h. One GEMM per tile of rows and centers gives
+// with t as in MixtureTile. One GEMM per tile of rows and centers gives
 // z' c'^T; a pass reduces it in place while it is in cache, and a running shift
 // and sum per row carry the logsumexp from one column tile to the next. Where
 // the loops below call the GEMMs, they run outside the passes (all threads in
 // the BLAS, then the passes parallel over rows); the CPU forward has a loop of
-// its own, one GEMM per thread (see csrc/cpu/mixture_kernel.cpp).
+// its own, one GEMM per thread (see mixture.cpp).
 #pragma once
 
-#include "mixture_tile.h"
+#include <cstdint>
+
+// One tile of the mixture log-density: what the CPU passes and the CUDA
+// kernels are handed. Torch-free, so that the kernels build with nvcc alone.
+//
+// The GEMM gives gram = z' c'^T for centred z' = z - shift, c' = c - shift.
+// A pass turns it into the logits
+//   t[m, n] = gram[m, n] / s^2 - |c'_n|^2 / (2 s^2)
+//           = |z'_m|^2 / (2 s^2) - |z'_m - c'_n|^2 / (2 s^2),
+// which carry the rounding of the expanded square: up to about (band - T) / 2
+// per row, T the part of the band that bounds the weight of what lies below it
+// (see prepare_mixture). Entries of t within `band` of the row's largest are
+// recomputed as -|z - c|^2 / (2 s^2) in double from the inputs as given, and
+// summed with their own shift: the terms that make up the sum are exact,
+// however large the rounding of t.
+namespace genvar {
+
+template <typename scalar_t>
+struct MixtureTile {
+  scalar_t* gram;                 // [rows, cols] z' c'^T of the tile; the pass overwrites it
+  const scalar_t* center_bias;    // [cols] -|c'_n|^2 / (2 s^2)
+  const scalar_t* queries;        // [rows, dim] z as given, for exact differences
+  const scalar_t* centers;        // [cols, dim] the centers as given
+  const double* half_query_norm;  // [rows] |z'_m|^2 / (2 s^2); not finite: the row is skipped
+  const double* band;             // [rows] refinement band in nats; negative: no refinement
+  scalar_t inv_scale_sq;          // 1 / s^2
+  double inv_two_scale_sq;        // 1 / (2 s^2)
+  int64_t rows;
+  int64_t cols;
+  int64_t dim;
+};
+
+}  // namespace genvar
+
+// The rest needs torch: nvcc compiling the CUDA kernels alone (without
+// GENVAR_WITH_CUDA, as tests/test_cuda_compile.py does) stops here.
+#if !defined(__CUDACC__) || defined(GENVAR_WITH_CUDA)
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <limits>
 #include <tuple>
 
@@ -62,7 +98,7 @@ struct MixturePrepared {
   at::Tensor query_norm_sq;                     // [M] double, |z'|^2
   at::Tensor half_query_norm;                   // [M] double, |z'|^2 / (2 s^2)
   at::Tensor center_bias;                       // [N] dtype, -|c'|^2 / (2 s^2)
-  at::Tensor band;                              // [M] double, see mixture_tile.h
+  at::Tensor band;                              // [M] double, see MixtureTile
   double log_norm;                              // log N + Z/2 log(2 pi s^2)
 };
 
@@ -211,3 +247,5 @@ std::tuple<at::Tensor, at::Tensor> mixture_log_density_backward_tiled(
 }
 
 }  // namespace genvar
+
+#endif

@@ -1,5 +1,5 @@
-// Shared declarations of the sigmoid-belief-network op: argument checks used
-// by every backend.
+// The sigmoid-belief-network ops' argument checks, shared by their CPU kernels
+// (sbn.cpp) and their CUDA ones (../cuda/sbn_kernel.cu).
 #pragma once
 
 #include <ATen/core/Tensor.h>

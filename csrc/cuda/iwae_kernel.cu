@@ -1,11 +1,24 @@
-// CUDA kernels of the IWAE ops and their launchers.
+// The IWAE ops on CUDA: kernels, their launchers, and the ops' CUDA
+// implementations.
 //
-// No torch header is included: the kernels then compile with plain nvcc,
-// also where the installed torch ships no CUDA headers, and iwae_cuda.cpp
-// keeps all tensor handling. Sums over a row of D (or Z) run in scalar_t,
-// like the CPU kernels; sums over k (up to 5000 samples) accumulate in double
-// for float32 too, per thread and across threads, and are cast once at the end.
-#include "iwae_launchers.h"
+// The kernels and launchers include no torch header, so they compile with
+// plain nvcc (also where the installed torch ships no CUDA headers); the
+// implementations at the end keep all tensor handling. Sums over a row of D
+// (or Z) run in scalar_t, like the CPU kernels; sums over k (up to 5000
+// samples) accumulate in double for float32 too, per thread and across
+// threads, and are cast once at the end.
+//
+// Launchers: all pointers are device pointers to contiguous row-major arrays
+// of the shapes named in the comments (k = num_samples, B = batch, D =
+// data_dim, Z = latent_dim). Each launcher enqueues on `stream`, never
+// synchronises, launches nothing when its outputs are empty and returns the
+// launch error (cudaSuccess when nothing was launched). Only the float and
+// double instantiations exist (explicit, after the launchers).
+//
+// Implementations: inputs are made contiguous because the kernels index
+// row-major arrays directly, and everything is enqueued on torch's current
+// stream so the ops order correctly with the rest of the program without
+// synchronising.
 #include "bernoulli_rows.cuh"
 #include "device_utils.cuh"
 
@@ -206,6 +219,7 @@ cudaError_t log_weights_backward(const scalar_t* grad_log_weights, const scalar_
 // ---------------------------------------------------------------------------
 // Launchers.
 
+// log_weights[k, B] from logits[k, B, D], x[B, D], z[k, B, Z], mu and logvar[B, Z].
 template <typename scalar_t>
 cudaError_t launch_iwae_log_weights(const scalar_t* logits, const scalar_t* x,
                                     const scalar_t* z, const scalar_t* mu,
@@ -216,6 +230,8 @@ cudaError_t launch_iwae_log_weights(const scalar_t* logits, const scalar_t* x,
                                               num_samples, batch, data_dim, latent_dim, stream);
 }
 
+// grad_logits[k, B, D], grad_z[k, B, Z], grad_mu[B, Z] and grad_logvar[B, Z]
+// from grad_log_weights[k, B] and the forward inputs.
 template <typename scalar_t>
 cudaError_t launch_iwae_log_weights_backward(
     const scalar_t* grad_log_weights, const scalar_t* logits, const scalar_t* x,
@@ -227,6 +243,9 @@ cudaError_t launch_iwae_log_weights_backward(
                                               num_samples, batch, data_dim, latent_dim, stream);
 }
 
+// log_weights[k, B] as launch_iwae_log_weights, and in the same pass
+// dlogits[k, B, D] = x[b, d] - sigmoid(logits[k, b, d]), the gradient of
+// log_weights[k, b] with respect to its own row of logits.
 template <typename scalar_t>
 cudaError_t launch_iwae_log_weights_and_grad(const scalar_t* logits, const scalar_t* x,
                                              const scalar_t* z, const scalar_t* mu,
@@ -238,6 +257,9 @@ cudaError_t launch_iwae_log_weights_and_grad(const scalar_t* logits, const scala
                                              num_samples, batch, data_dim, latent_dim, stream);
 }
 
+// grad_logits[k, B, D] = grad_log_weights[k, b] * dlogits[k, b, :], and
+// grad_z[k, B, Z], grad_mu[B, Z], grad_logvar[B, Z] as in
+// launch_iwae_log_weights_backward.
 template <typename scalar_t>
 cudaError_t launch_iwae_log_weights_and_grad_backward(
     const scalar_t* grad_log_weights, const scalar_t* dlogits, const scalar_t* z,
@@ -250,6 +272,12 @@ cudaError_t launch_iwae_log_weights_and_grad_backward(
                                                latent_dim, stream);
 }
 
+// bound[B] and weights[k, B] exactly as iwae_bound_ref in genvar_bench/ops/iwae.py:
+// shift = column max where finite, else 0; total = sum_k exp(log_w - shift);
+// bound = log(total) + shift - log(k); weights = total == 0 ? 0 :
+// exp(log_w - shift) / total. (All -inf column: bound -inf, weights 0; a NaN:
+// that column all NaN; a +inf entry: bound +inf, weights inf / inf = NaN where
+// exp(log_w) overflows in scalar_t, the +inf entries included, 0 elsewhere.)
 template <typename scalar_t>
 cudaError_t launch_iwae_bound(const scalar_t* log_weights, scalar_t* bound, scalar_t* weights,
                               int64_t num_samples, int64_t batch, cudaStream_t stream) {
@@ -259,6 +287,9 @@ cudaError_t launch_iwae_bound(const scalar_t* log_weights, scalar_t* bound, scal
   return cudaGetLastError();
 }
 
+// grad_log_weights[k, B] = weights * (grad_bound + grad_weights - centre),
+// centre[b] = sum_k weights * grad_weights, from grad_bound[B],
+// grad_weights[k, B] and weights[k, B].
 template <typename scalar_t>
 cudaError_t launch_iwae_bound_backward(const scalar_t* grad_bound,
                                        const scalar_t* grad_weights, const scalar_t* weights,
@@ -297,3 +328,191 @@ GENVAR_INSTANTIATE_IWAE_LAUNCHERS(double)
 #undef GENVAR_INSTANTIATE_IWAE_LAUNCHERS
 
 }  // namespace genvar::cuda
+
+// ---------------------------------------------------------------------------
+// The ops' CUDA implementations and their registration: tensor handling in
+// ATen, raw pointers into the launchers above. Only a CUDA build of the
+// extension (GENVAR_WITH_CUDA: setup.py, CMake) compiles this part; nvcc
+// alone, as in tests/test_cuda_compile.py, compiles the kernels without torch.
+#ifdef GENVAR_WITH_CUDA
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../ops/iwae.h"
+#include "stream.h"
+
+namespace genvar {
+namespace {
+
+at::Tensor iwae_log_weights_cuda(const at::Tensor& logits, const at::Tensor& x,
+                                 const at::Tensor& z, const at::Tensor& mu,
+                                 const at::Tensor& logvar) {
+  const IwaeSizes sizes = check_iwae_log_weights_args(logits, x, z, mu, logvar);
+  const c10::cuda::CUDAGuard device_guard(logits.device());
+  const at::Tensor logits_c = logits.contiguous();
+  const at::Tensor x_c = x.contiguous();
+  const at::Tensor z_c = z.contiguous();
+  const at::Tensor mu_c = mu.contiguous();
+  const at::Tensor logvar_c = logvar.contiguous();
+  at::Tensor log_weights = at::empty({sizes.num_samples, sizes.batch}, logits_c.options());
+  if (log_weights.numel() == 0) return log_weights;
+  AT_DISPATCH_FLOATING_TYPES(logits_c.scalar_type(), "iwae_log_weights_cuda", [&] {
+    C10_CUDA_CHECK(genvar::cuda::launch_iwae_log_weights<scalar_t>(
+        logits_c.const_data_ptr<scalar_t>(), x_c.const_data_ptr<scalar_t>(),
+        z_c.const_data_ptr<scalar_t>(), mu_c.const_data_ptr<scalar_t>(),
+        logvar_c.const_data_ptr<scalar_t>(), log_weights.mutable_data_ptr<scalar_t>(),
+        sizes.num_samples, sizes.batch, sizes.data_dim, sizes.latent_dim, current_stream()));
+  });
+  return log_weights;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_log_weights_backward_cuda(
+    const at::Tensor& grad_log_weights, const at::Tensor& logits, const at::Tensor& x,
+    const at::Tensor& z, const at::Tensor& mu, const at::Tensor& logvar) {
+  const IwaeSizes sizes =
+      check_iwae_log_weights_backward_args(grad_log_weights, logits, x, z, mu, logvar);
+  const c10::cuda::CUDAGuard device_guard(logits.device());
+  const at::Tensor grad_c = grad_log_weights.contiguous();
+  const at::Tensor logits_c = logits.contiguous();
+  const at::Tensor x_c = x.contiguous();
+  const at::Tensor z_c = z.contiguous();
+  const at::Tensor mu_c = mu.contiguous();
+  const at::Tensor logvar_c = logvar.contiguous();
+  at::Tensor grad_logits = at::empty(logits_c.sizes(), logits_c.options());
+  at::Tensor grad_z = at::empty(z_c.sizes(), z_c.options());
+  at::Tensor grad_mu = at::empty(mu_c.sizes(), mu_c.options());
+  at::Tensor grad_logvar = at::empty(logvar_c.sizes(), logvar_c.options());
+  // The launcher skips whichever of its two kernels has an empty output.
+  if (sizes.batch > 0) {
+    AT_DISPATCH_FLOATING_TYPES(logits_c.scalar_type(), "iwae_log_weights_backward_cuda", [&] {
+      C10_CUDA_CHECK(genvar::cuda::launch_iwae_log_weights_backward<scalar_t>(
+          grad_c.const_data_ptr<scalar_t>(), logits_c.const_data_ptr<scalar_t>(),
+          x_c.const_data_ptr<scalar_t>(), z_c.const_data_ptr<scalar_t>(),
+          mu_c.const_data_ptr<scalar_t>(), logvar_c.const_data_ptr<scalar_t>(),
+          grad_logits.mutable_data_ptr<scalar_t>(), grad_z.mutable_data_ptr<scalar_t>(),
+          grad_mu.mutable_data_ptr<scalar_t>(), grad_logvar.mutable_data_ptr<scalar_t>(),
+          sizes.num_samples, sizes.batch, sizes.data_dim, sizes.latent_dim, current_stream()));
+    });
+  }
+  return {grad_logits, grad_z, grad_mu, grad_logvar};
+}
+
+// Forward of the training path: log_weights and, in the same pass, dlogits =
+// d log_weights[k, b] / d logits[k, b, :].
+std::tuple<at::Tensor, at::Tensor> iwae_log_weights_and_grad_cuda(const at::Tensor& logits,
+                                                                  const at::Tensor& x,
+                                                                  const at::Tensor& z,
+                                                                  const at::Tensor& mu,
+                                                                  const at::Tensor& logvar) {
+  const IwaeSizes sizes = check_iwae_log_weights_args(logits, x, z, mu, logvar);
+  const c10::cuda::CUDAGuard device_guard(logits.device());
+  const at::Tensor logits_c = logits.contiguous();
+  const at::Tensor x_c = x.contiguous();
+  const at::Tensor z_c = z.contiguous();
+  const at::Tensor mu_c = mu.contiguous();
+  const at::Tensor logvar_c = logvar.contiguous();
+  at::Tensor log_weights = at::empty({sizes.num_samples, sizes.batch}, logits_c.options());
+  at::Tensor dlogits = at::empty(logits_c.sizes(), logits_c.options());
+  if (log_weights.numel() == 0) return {log_weights, dlogits};
+  AT_DISPATCH_FLOATING_TYPES(logits_c.scalar_type(), "iwae_log_weights_and_grad_cuda", [&] {
+    C10_CUDA_CHECK(genvar::cuda::launch_iwae_log_weights_and_grad<scalar_t>(
+        logits_c.const_data_ptr<scalar_t>(), x_c.const_data_ptr<scalar_t>(),
+        z_c.const_data_ptr<scalar_t>(), mu_c.const_data_ptr<scalar_t>(),
+        logvar_c.const_data_ptr<scalar_t>(), log_weights.mutable_data_ptr<scalar_t>(),
+        dlogits.mutable_data_ptr<scalar_t>(), sizes.num_samples, sizes.batch, sizes.data_dim,
+        sizes.latent_dim, current_stream()));
+  });
+  return {log_weights, dlogits};
+}
+
+// Scales dlogits in place into the logits gradient (the op's schema marks it
+// mutated). The launcher's outputs may not alias its inputs, so the product
+// goes through a temporary and is copied back; the training path uses this op
+// on the CPU only, where the in-place form saves the allocation.
+std::tuple<at::Tensor, at::Tensor, at::Tensor>
+iwae_log_weights_and_grad_backward_cuda(const at::Tensor& grad_log_weights,
+                                        at::Tensor& dlogits, const at::Tensor& z,
+                                        const at::Tensor& mu, const at::Tensor& logvar) {
+  const IwaeSizes sizes =
+      check_iwae_log_weights_and_grad_backward_args(grad_log_weights, dlogits, z, mu, logvar);
+  const c10::cuda::CUDAGuard device_guard(dlogits.device());
+  const at::Tensor grad_c = grad_log_weights.contiguous();
+  const at::Tensor dlogits_c = dlogits.contiguous();
+  const at::Tensor z_c = z.contiguous();
+  const at::Tensor mu_c = mu.contiguous();
+  const at::Tensor logvar_c = logvar.contiguous();
+  at::Tensor grad_logits = at::empty(dlogits_c.sizes(), dlogits_c.options());
+  at::Tensor grad_z = at::empty(z_c.sizes(), z_c.options());
+  at::Tensor grad_mu = at::empty(mu_c.sizes(), mu_c.options());
+  at::Tensor grad_logvar = at::empty(logvar_c.sizes(), logvar_c.options());
+  // The launcher skips whichever of its two kernels has an empty output.
+  if (sizes.batch > 0) {
+    AT_DISPATCH_FLOATING_TYPES(
+        dlogits_c.scalar_type(), "iwae_log_weights_and_grad_backward_cuda", [&] {
+          C10_CUDA_CHECK(genvar::cuda::launch_iwae_log_weights_and_grad_backward<scalar_t>(
+              grad_c.const_data_ptr<scalar_t>(), dlogits_c.const_data_ptr<scalar_t>(),
+              z_c.const_data_ptr<scalar_t>(), mu_c.const_data_ptr<scalar_t>(),
+              logvar_c.const_data_ptr<scalar_t>(), grad_logits.mutable_data_ptr<scalar_t>(),
+              grad_z.mutable_data_ptr<scalar_t>(), grad_mu.mutable_data_ptr<scalar_t>(),
+              grad_logvar.mutable_data_ptr<scalar_t>(), sizes.num_samples, sizes.batch,
+              sizes.data_dim, sizes.latent_dim, current_stream()));
+        });
+  }
+  dlogits.copy_(grad_logits);
+  return {grad_z, grad_mu, grad_logvar};
+}
+
+std::tuple<at::Tensor, at::Tensor> iwae_bound_cuda(const at::Tensor& log_weights) {
+  check_iwae_bound_args(log_weights);
+  const c10::cuda::CUDAGuard device_guard(log_weights.device());
+  const at::Tensor log_weights_c = log_weights.contiguous();
+  const int64_t num_samples = log_weights_c.size(0);
+  const int64_t batch = log_weights_c.size(1);
+  at::Tensor bound = at::empty({batch}, log_weights_c.options());
+  at::Tensor weights = at::empty(log_weights_c.sizes(), log_weights_c.options());
+  if (bound.numel() == 0) return {bound, weights};
+  AT_DISPATCH_FLOATING_TYPES(log_weights_c.scalar_type(), "iwae_bound_cuda", [&] {
+    C10_CUDA_CHECK(genvar::cuda::launch_iwae_bound<scalar_t>(
+        log_weights_c.const_data_ptr<scalar_t>(), bound.mutable_data_ptr<scalar_t>(),
+        weights.mutable_data_ptr<scalar_t>(), num_samples, batch, current_stream()));
+  });
+  return {bound, weights};
+}
+
+at::Tensor iwae_bound_backward_cuda(const at::Tensor& grad_bound, const at::Tensor& grad_weights,
+                                    const at::Tensor& weights) {
+  check_iwae_bound_backward_args(grad_bound, grad_weights, weights);
+  const c10::cuda::CUDAGuard device_guard(weights.device());
+  const at::Tensor grad_bound_c = grad_bound.contiguous();
+  const at::Tensor grad_weights_c = grad_weights.contiguous();
+  const at::Tensor weights_c = weights.contiguous();
+  at::Tensor grad_log_weights = at::empty(weights_c.sizes(), weights_c.options());
+  if (grad_log_weights.numel() == 0) return grad_log_weights;
+  AT_DISPATCH_FLOATING_TYPES(weights_c.scalar_type(), "iwae_bound_backward_cuda", [&] {
+    C10_CUDA_CHECK(genvar::cuda::launch_iwae_bound_backward<scalar_t>(
+        grad_bound_c.const_data_ptr<scalar_t>(), grad_weights_c.const_data_ptr<scalar_t>(),
+        weights_c.const_data_ptr<scalar_t>(), grad_log_weights.mutable_data_ptr<scalar_t>(),
+        weights_c.size(0), weights_c.size(1), current_stream()));
+  });
+  return grad_log_weights;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(genvar, CUDA, m) {
+  m.impl("iwae_log_weights", &iwae_log_weights_cuda);
+  m.impl("iwae_log_weights_backward", &iwae_log_weights_backward_cuda);
+  m.impl("iwae_log_weights_and_grad", &iwae_log_weights_and_grad_cuda);
+  m.impl("iwae_log_weights_and_grad_backward_", &iwae_log_weights_and_grad_backward_cuda);
+  m.impl("iwae_bound", &iwae_bound_cuda);
+  m.impl("iwae_bound_backward", &iwae_bound_backward_cuda);
+}
+
+}  // namespace genvar
+
+#endif  // GENVAR_WITH_CUDA

@@ -1,8 +1,17 @@
-// CUDA passes of the mixture log-density and their launchers: the same
-// arithmetic as csrc/cpu/mixture_kernel.cpp, on a tile that cuBLAS has just
-// written. No torch header (see mixture_launchers.h).
-#include "mixture_launchers.h"
+// The mixture log-density ops on CUDA: the passes over a tile that cuBLAS
+// has just written, with the same arithmetic as the CPU's (../ops/mixture.cpp),
+// their launchers, and the ops' CUDA implementations.
+//
+// The passes and launchers include no torch header, so they compile with
+// plain nvcc; the implementations run the GEMMs (cuBLAS, through ATen) and
+// hand each tile over as a MixtureTile of device pointers (../ops/mixture.h).
+// Each launcher enqueues on `stream`, never synchronises, launches nothing
+// for an empty tile and returns the launch error. Only float and double
+// exist. The tile loop, the GEMMs (at::mm_out, on torch's current stream)
+// and the set-up are the shared ones of ../ops/mixture.h; only the passes
+// over each tile differ from the CPU.
 #include "device_utils.cuh"
+#include "../ops/mixture.h"
 
 #include <cuda_runtime.h>
 #include <math_constants.h>
@@ -191,6 +200,11 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+// Folds the tile into each row's running logsumexp of -|z - c_n|^2 / (2 s^2),
+// held as running_shift[rows] and running_sum[rows] = sum exp(exponent -
+// shift) (both double; see mixture_log_density_tiled), the entries within the
+// row's band taken from exact differences. Leaves rows whose
+// half_query_norm is not finite alone.
 template <typename scalar_t>
 cudaError_t launch_mixture_forward_tile(const MixtureTile<scalar_t>& tile, double* running_shift,
                                         double* running_sum, cudaStream_t stream) {
@@ -201,6 +215,9 @@ cudaError_t launch_mixture_forward_tile(const MixtureTile<scalar_t>& tile, doubl
   return cudaGetLastError();
 }
 
+// Overwrites tile.gram with W[m, n] = row_weight[m] * responsibility[m, n],
+// responsibility = exp(t[m, n] - log_normaliser_m), log_normaliser_m =
+// half_query_norm[m] + log_kernel_sum[m]; NaN rows where either is not finite.
 template <typename scalar_t>
 cudaError_t launch_mixture_weights_tile(const MixtureTile<scalar_t>& tile,
                                         const double* log_kernel_sum,
@@ -225,3 +242,87 @@ GENVAR_INSTANTIATE_MIXTURE_LAUNCHERS(double)
 #undef GENVAR_INSTANTIATE_MIXTURE_LAUNCHERS
 
 }  // namespace genvar::cuda
+
+// ---------------------------------------------------------------------------
+// The ops' CUDA implementations and their registration: tensor handling in
+// ATen, raw pointers into the launchers above. Only a CUDA build of the
+// extension (GENVAR_WITH_CUDA: setup.py, CMake) compiles this part; nvcc
+// alone, as in tests/test_cuda_compile.py, compiles the kernels without torch.
+#ifdef GENVAR_WITH_CUDA
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "stream.h"
+
+namespace genvar {
+namespace {
+
+// 2048 x 8192 logits: 64 MB in float32; each GEMM is then large enough to
+// keep the GPU busy, and a forward at M = 5000, N = 50000 takes 21 tiles.
+constexpr MixtureTiling kTiling{2048, 8192};
+
+template <typename scalar_t>
+void forward_pass(const MixtureTile<scalar_t>& tile, double* running_shift, double* running_sum) {
+  C10_CUDA_CHECK(genvar::cuda::launch_mixture_forward_tile<scalar_t>(
+      tile, running_shift, running_sum, current_stream()));
+}
+
+template <typename scalar_t>
+void weights_pass(const MixtureTile<scalar_t>& tile, const double* log_kernel_sum,
+                  const scalar_t* row_weight) {
+  C10_CUDA_CHECK(genvar::cuda::launch_mixture_weights_tile<scalar_t>(
+      tile, log_kernel_sum, row_weight, current_stream()));
+}
+
+MixturePrepared prepare(const at::Tensor& z, const at::Tensor& centers, double scale,
+                        double refine_ulps) {
+  return prepare_mixture(z, centers, scale,
+                         gemm_unit_roundoff(z.scalar_type(), at::Float32Backend::CUDA),
+                         refine_ulps);
+}
+
+at::Tensor mixture_log_density_cuda(const at::Tensor& z, const at::Tensor& centers,
+                                    double scale) {
+  check_mixture_log_density_args(z, centers, scale);
+  const c10::cuda::CUDAGuard device_guard(z.device());
+  if (z.size(0) == 0) return at::empty({0}, z.options());
+  const MixturePrepared prepared = prepare(z, centers, scale, kForwardRefineUlps);
+  at::Tensor log_density;
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "mixture_log_density_cuda", [&] {
+    log_density = mixture_log_density_tiled<scalar_t>(prepared, kTiling,
+                                                      &forward_pass<scalar_t>);
+  });
+  return log_density;
+}
+
+std::tuple<at::Tensor, at::Tensor> mixture_log_density_backward_cuda(
+    const at::Tensor& grad_log_density, const at::Tensor& z, const at::Tensor& centers,
+    double scale) {
+  check_mixture_log_density_backward_args(grad_log_density, z, centers, scale);
+  const c10::cuda::CUDAGuard device_guard(z.device());
+  if (z.size(0) == 0) return {at::zeros_like(z), at::zeros_like(centers)};
+  const MixturePrepared prepared = prepare(z, centers, scale, kBackwardRefineUlps);
+  const MixtureBackwardPrepared backward = prepare_mixture_backward(prepared, grad_log_density);
+  std::tuple<at::Tensor, at::Tensor> grads;
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "mixture_log_density_backward_cuda", [&] {
+    grads = mixture_log_density_backward_tiled<scalar_t>(
+        prepared, backward, kTiling, &forward_pass<scalar_t>, &weights_pass<scalar_t>);
+  });
+  return grads;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(genvar, CUDA, m) {
+  m.impl("mixture_log_density", &mixture_log_density_cuda);
+  m.impl("mixture_log_density_backward", &mixture_log_density_backward_cuda);
+}
+
+}  // namespace genvar
+
+#endif  // GENVAR_WITH_CUDA

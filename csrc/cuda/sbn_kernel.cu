@@ -1,11 +1,23 @@
-// CUDA kernels of the sigmoid-belief-network ops and their launchers.
+// The sigmoid-belief-network ops on CUDA: kernels, their launchers, and the
+// ops' CUDA implementations.
 //
-// No torch header is included: the kernels then compile with plain nvcc,
-// also where the installed torch ships no CUDA headers, and sbn_cuda.cpp
-// keeps all tensor handling. Sums over a row of D (or H) run in scalar_t,
-// like iwae_kernels.cu; sums over samples accumulate in double for float32
-// too and are cast once at the end.
-#include "sbn_launchers.h"
+// The kernels and launchers include no torch header, so they compile with
+// plain nvcc (also where the installed torch ships no CUDA headers); the
+// implementations at the end keep all tensor handling. Sums over a row of D
+// (or H) run in scalar_t, like iwae_kernel.cu; sums over samples accumulate
+// in double for float32 too and are cast once at the end.
+//
+// Launchers: all pointers are device pointers to contiguous row-major arrays
+// of the shapes named in the comments (k = num_samples, B = batch, D =
+// data_dim, H = latent_dim). Each launcher enqueues on `stream`, never
+// synchronises, launches nothing for an empty output and returns the launch
+// error (cudaSuccess when nothing was launched). Only the float and double
+// instantiations exist (explicit, after the launchers).
+//
+// Implementations: inputs are made contiguous because the kernels index
+// row-major arrays directly, and everything is enqueued on torch's current
+// stream so the ops order correctly with the rest of the program without
+// synchronising.
 #include "bernoulli_rows.cuh"
 #include "device_utils.cuh"
 
@@ -196,6 +208,8 @@ cudaError_t log_weights_backward(const scalar_t* grad_log_weights, const scalar_
 // ---------------------------------------------------------------------------
 // Launchers.
 
+// log_weights[k, B] from logits[k, B, D], x[B, D], h[k, B, H],
+// prior_logits[H] and q_logits[B, H].
 template <typename scalar_t>
 cudaError_t launch_sbn_log_weights(const scalar_t* logits, const scalar_t* x, const scalar_t* h,
                                    const scalar_t* prior_logits, const scalar_t* q_logits,
@@ -206,6 +220,9 @@ cudaError_t launch_sbn_log_weights(const scalar_t* logits, const scalar_t* x, co
                                               stream);
 }
 
+// grad_logits[k, B, D], grad_h[k, B, H], grad_prior_logits[H] and
+// grad_q_logits[B, H] from grad_log_weights[k, B] and the forward inputs.
+// grad_prior_logits is written also when B = 0 (zeros then).
 template <typename scalar_t>
 cudaError_t launch_sbn_log_weights_backward(
     const scalar_t* grad_log_weights, const scalar_t* logits, const scalar_t* x,
@@ -218,6 +235,9 @@ cudaError_t launch_sbn_log_weights_backward(
       grad_prior_logits, grad_q_logits, num_samples, batch, data_dim, latent_dim, stream);
 }
 
+// log_weights[k, B] as launch_sbn_log_weights, and in the same pass
+// dlogits[k, B, D] = x[b, d] - sigmoid(logits[k, b, d]), the gradient of
+// log_weights[k, b] with respect to its own row of logits.
 template <typename scalar_t>
 cudaError_t launch_sbn_log_weights_and_grad(const scalar_t* logits, const scalar_t* x,
                                             const scalar_t* h, const scalar_t* prior_logits,
@@ -230,6 +250,8 @@ cudaError_t launch_sbn_log_weights_and_grad(const scalar_t* logits, const scalar
                                              stream);
 }
 
+// grad_logits[k, B, D] = grad_log_weights[k, b] * dlogits[k, b, :], and
+// grad_h, grad_prior_logits and grad_q_logits as in launch_sbn_log_weights_backward.
 template <typename scalar_t>
 cudaError_t launch_sbn_log_weights_and_grad_backward(
     const scalar_t* grad_log_weights, const scalar_t* dlogits, const scalar_t* h,
@@ -264,3 +286,154 @@ GENVAR_INSTANTIATE_SBN_LAUNCHERS(double)
 #undef GENVAR_INSTANTIATE_SBN_LAUNCHERS
 
 }  // namespace genvar::cuda
+
+// ---------------------------------------------------------------------------
+// The ops' CUDA implementations and their registration: tensor handling in
+// ATen, raw pointers into the launchers above. Only a CUDA build of the
+// extension (GENVAR_WITH_CUDA: setup.py, CMake) compiles this part; nvcc
+// alone, as in tests/test_cuda_compile.py, compiles the kernels without torch.
+#ifdef GENVAR_WITH_CUDA
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../ops/sbn.h"
+#include "stream.h"
+
+namespace genvar {
+namespace {
+
+// The inputs of a forward, contiguous.
+struct SbnInputs {
+  at::Tensor logits, x, h, prior_logits, q_logits;
+};
+
+SbnInputs contiguous_inputs(const at::Tensor& logits, const at::Tensor& x, const at::Tensor& h,
+                            const at::Tensor& prior_logits, const at::Tensor& q_logits) {
+  return {logits.contiguous(), x.contiguous(), h.contiguous(), prior_logits.contiguous(),
+          q_logits.contiguous()};
+}
+
+// Runs the forward; fills `dlogits` too when it is defined.
+at::Tensor log_weights_cuda(const at::Tensor& logits, const at::Tensor& x, const at::Tensor& h,
+                            const at::Tensor& prior_logits, const at::Tensor& q_logits,
+                            const at::Tensor& dlogits) {
+  const SbnSizes sizes = check_sbn_log_weights_args(logits, x, h, prior_logits, q_logits);
+  const c10::cuda::CUDAGuard device_guard(logits.device());
+  const SbnInputs in = contiguous_inputs(logits, x, h, prior_logits, q_logits);
+  at::Tensor log_weights = at::empty({sizes.num_samples, sizes.batch}, in.logits.options());
+  if (log_weights.numel() == 0) return log_weights;
+  AT_DISPATCH_FLOATING_TYPES(in.logits.scalar_type(), "sbn_log_weights_cuda", [&] {
+    const scalar_t* logits_ptr = in.logits.const_data_ptr<scalar_t>();
+    const scalar_t* x_ptr = in.x.const_data_ptr<scalar_t>();
+    const scalar_t* h_ptr = in.h.const_data_ptr<scalar_t>();
+    const scalar_t* prior_ptr = in.prior_logits.const_data_ptr<scalar_t>();
+    const scalar_t* q_ptr = in.q_logits.const_data_ptr<scalar_t>();
+    scalar_t* out_ptr = log_weights.mutable_data_ptr<scalar_t>();
+    if (dlogits.defined()) {
+      C10_CUDA_CHECK(genvar::cuda::launch_sbn_log_weights_and_grad<scalar_t>(
+          logits_ptr, x_ptr, h_ptr, prior_ptr, q_ptr, out_ptr,
+          dlogits.mutable_data_ptr<scalar_t>(), sizes.num_samples, sizes.batch, sizes.data_dim,
+          sizes.latent_dim, current_stream()));
+    } else {
+      C10_CUDA_CHECK(genvar::cuda::launch_sbn_log_weights<scalar_t>(
+          logits_ptr, x_ptr, h_ptr, prior_ptr, q_ptr, out_ptr, sizes.num_samples, sizes.batch,
+          sizes.data_dim, sizes.latent_dim, current_stream()));
+    }
+  });
+  return log_weights;
+}
+
+at::Tensor sbn_log_weights_cuda(const at::Tensor& logits, const at::Tensor& x,
+                                const at::Tensor& h, const at::Tensor& prior_logits,
+                                const at::Tensor& q_logits) {
+  return log_weights_cuda(logits, x, h, prior_logits, q_logits, at::Tensor());
+}
+
+// Forward of the training path: log_weights and, in the same pass, dlogits =
+// d log_weights[k, b] / d logits[k, b, :].
+std::tuple<at::Tensor, at::Tensor> sbn_log_weights_and_grad_cuda(
+    const at::Tensor& logits, const at::Tensor& x, const at::Tensor& h,
+    const at::Tensor& prior_logits, const at::Tensor& q_logits) {
+  // The checks run before the allocation, so a bad logits is reported as such.
+  check_sbn_log_weights_args(logits, x, h, prior_logits, q_logits);
+  at::Tensor dlogits = at::empty(logits.sizes(), logits.options());
+  at::Tensor log_weights = log_weights_cuda(logits, x, h, prior_logits, q_logits, dlogits);
+  return {log_weights, dlogits};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sbn_log_weights_backward_cuda(
+    const at::Tensor& grad_log_weights, const at::Tensor& logits, const at::Tensor& x,
+    const at::Tensor& h, const at::Tensor& prior_logits, const at::Tensor& q_logits) {
+  const SbnSizes sizes =
+      check_sbn_log_weights_backward_args(grad_log_weights, logits, x, h, prior_logits, q_logits);
+  const c10::cuda::CUDAGuard device_guard(logits.device());
+  const at::Tensor grad_c = grad_log_weights.contiguous();
+  const SbnInputs in = contiguous_inputs(logits, x, h, prior_logits, q_logits);
+  at::Tensor grad_logits = at::empty(in.logits.sizes(), in.logits.options());
+  at::Tensor grad_h = at::empty(in.h.sizes(), in.h.options());
+  at::Tensor grad_prior = at::empty(in.prior_logits.sizes(), in.prior_logits.options());
+  at::Tensor grad_q = at::empty(in.q_logits.sizes(), in.q_logits.options());
+  // No early return for B = 0: grad_prior_logits is [H] and must be zeros then.
+  // The launcher skips whichever of its kernels has an empty output.
+  AT_DISPATCH_FLOATING_TYPES(in.logits.scalar_type(), "sbn_log_weights_backward_cuda", [&] {
+    C10_CUDA_CHECK(genvar::cuda::launch_sbn_log_weights_backward<scalar_t>(
+        grad_c.const_data_ptr<scalar_t>(), in.logits.const_data_ptr<scalar_t>(),
+        in.x.const_data_ptr<scalar_t>(), in.h.const_data_ptr<scalar_t>(),
+        in.prior_logits.const_data_ptr<scalar_t>(), in.q_logits.const_data_ptr<scalar_t>(),
+        grad_logits.mutable_data_ptr<scalar_t>(), grad_h.mutable_data_ptr<scalar_t>(),
+        grad_prior.mutable_data_ptr<scalar_t>(), grad_q.mutable_data_ptr<scalar_t>(),
+        sizes.num_samples, sizes.batch, sizes.data_dim, sizes.latent_dim, current_stream()));
+  });
+  return {grad_logits, grad_h, grad_prior, grad_q};
+}
+
+// Scales dlogits in place into the logits gradient (the op's schema marks it
+// mutated). The launcher's outputs may not alias its inputs, so the product
+// goes through a temporary and is copied back; the training path uses this op
+// on the CPU only, where the in-place form saves the allocation.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sbn_log_weights_and_grad_backward_cuda(
+    const at::Tensor& grad_log_weights, at::Tensor& dlogits, const at::Tensor& h,
+    const at::Tensor& prior_logits, const at::Tensor& q_logits) {
+  const SbnSizes sizes = check_sbn_log_weights_and_grad_backward_args(
+      grad_log_weights, dlogits, h, prior_logits, q_logits);
+  const c10::cuda::CUDAGuard device_guard(dlogits.device());
+  const at::Tensor grad_c = grad_log_weights.contiguous();
+  const at::Tensor dlogits_c = dlogits.contiguous();
+  const at::Tensor h_c = h.contiguous();
+  const at::Tensor prior_c = prior_logits.contiguous();
+  const at::Tensor q_c = q_logits.contiguous();
+  at::Tensor grad_logits = at::empty(dlogits_c.sizes(), dlogits_c.options());
+  at::Tensor grad_h = at::empty(h_c.sizes(), h_c.options());
+  at::Tensor grad_prior = at::empty(prior_c.sizes(), prior_c.options());
+  at::Tensor grad_q = at::empty(q_c.sizes(), q_c.options());
+  AT_DISPATCH_FLOATING_TYPES(
+      dlogits_c.scalar_type(), "sbn_log_weights_and_grad_backward_cuda", [&] {
+        C10_CUDA_CHECK(genvar::cuda::launch_sbn_log_weights_and_grad_backward<scalar_t>(
+            grad_c.const_data_ptr<scalar_t>(), dlogits_c.const_data_ptr<scalar_t>(),
+            h_c.const_data_ptr<scalar_t>(), prior_c.const_data_ptr<scalar_t>(),
+            q_c.const_data_ptr<scalar_t>(), grad_logits.mutable_data_ptr<scalar_t>(),
+            grad_h.mutable_data_ptr<scalar_t>(), grad_prior.mutable_data_ptr<scalar_t>(),
+            grad_q.mutable_data_ptr<scalar_t>(), sizes.num_samples, sizes.batch,
+            sizes.data_dim, sizes.latent_dim, current_stream()));
+      });
+  dlogits.copy_(grad_logits);
+  return {grad_h, grad_prior, grad_q};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(genvar, CUDA, m) {
+  m.impl("sbn_log_weights", &sbn_log_weights_cuda);
+  m.impl("sbn_log_weights_backward", &sbn_log_weights_backward_cuda);
+  m.impl("sbn_log_weights_and_grad", &sbn_log_weights_and_grad_cuda);
+  m.impl("sbn_log_weights_and_grad_backward_", &sbn_log_weights_and_grad_backward_cuda);
+}
+
+}  // namespace genvar
+
+#endif  // GENVAR_WITH_CUDA

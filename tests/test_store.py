@@ -288,3 +288,36 @@ def test_a_damaged_stored_row_costs_that_row_only(tmp_path):
         connection.execute("UPDATE rows SET row = '{not json' WHERE spec_hash = ?", (spec.hash,))
     with pytest.warns(UserWarning, match="not readable"):
         assert [row["test_nll"] for row in store.rows()] == [4.5]
+
+
+@pytest.fixture
+def read_only_models(tmp_path):
+    """A results folder whose models/ cannot be written: a read-only bind mount as root
+    (where chmod does not stop writes), chmod 500 otherwise."""
+    import os
+    import subprocess
+
+    assert run(tmp_path, "--method", "vae", "--k", "1", "--epochs", "1", "--eval-samples", "8") == 0
+    models = folder_of(tmp_path) / "models"
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "--bind", str(models), str(models)], check=True)
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(models)], check=True)
+    else:
+        models.chmod(0o500)
+    try:
+        yield models
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(models)], check=True)
+        else:
+            models.chmod(0o700)
+
+
+def test_an_unwritable_models_folder_is_refused_before_any_training(tmp_path, read_only_models, capsys):
+    with pytest.raises(OSError):  # the mount is real: nothing can be written there
+        (read_only_models / "probe").write_text("x")
+    before = {path: sha256(path) for path in folder_of(tmp_path).rglob("*") if path.is_file()}
+    with pytest.raises(SystemExit, match=r"models is not a writable folder"):
+        run(tmp_path, "--method", "iwae", "--k", "2", "--epochs", "1", "--eval-samples", "8")
+    after = {path: sha256(path) for path in folder_of(tmp_path).rglob("*") if path.is_file()}
+    assert after == before

@@ -56,7 +56,20 @@ class Draw:
     log_q: torch.Tensor | None = None
 
 
-class InferenceModel(nn.Module):
+class _OnBackend(nn.Module):
+    """A q or p: its backend is given at construction, so it works on its own."""
+
+    def __init__(self, backend: str = "fused"):
+        super().__init__()
+        self.backend = backend
+
+    @property
+    def ops(self) -> Any:
+        """The op set of its backend (`ops.get_ops`): the fused library or the reference."""
+        return _ops_of(self.backend)
+
+
+class InferenceModel(_OnBackend):
     """q(tau | x). The contract of every family:
 
     - `sample(x, num_samples, q_grad)` draws tau_1..tau_k ~ q(tau | x): a `Draw`;
@@ -85,15 +98,6 @@ class InferenceModel(nn.Module):
     has_log_prob: ClassVar[bool] = True
     has_units: ClassVar[bool] = False
     q_family: ClassVar[str | None] = None
-
-    def __init__(self, backend: str = "fused"):
-        super().__init__()
-        self.backend = backend
-
-    @property
-    def ops(self) -> Any:
-        """The op set of its backend (`ops.get_ops`): the fused library or the reference."""
-        return _ops_of(self.backend)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -124,7 +128,7 @@ class InferenceModel(nn.Module):
         return q_grad
 
 
-class GenerativeModel(nn.Module):
+class GenerativeModel(_OnBackend):
     """p(x, tau) = p(x | tau) p(tau). The contract of every family:
 
     - `log_prob(x, latents)` is log p(x, tau) per example; `log_likelihood(x, latents)`
@@ -153,15 +157,6 @@ class GenerativeModel(nn.Module):
         redefined = {"log_prob", "log_prior", "log_likelihood"} & set(vars(cls))
         if "fused_for_q" not in vars(cls) and redefined and "log_ratio" not in vars(cls):
             cls.fused_for_q = None
-
-    def __init__(self, backend: str = "fused"):
-        super().__init__()
-        self.backend = backend
-
-    @property
-    def ops(self) -> Any:
-        """The op set of its backend (`ops.get_ops`): the fused library or the reference."""
-        return _ops_of(self.backend)
 
     def log_prob(self, x: torch.Tensor, latents: list[torch.Tensor]) -> torch.Tensor:
         """log p(x, tau) per example."""

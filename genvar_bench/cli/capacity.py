@@ -22,7 +22,8 @@ HIDDEN_ALLOWANCE = 1000
 DISK_MARGIN_BYTES = 64 << 20
 
 
-def _writable_folder(path: Path, what: str) -> None:
+def writable_folder(path: Path, what: str) -> None:
+    """Exits with one line unless `path` is, or can be made, a folder that takes files."""
     if path.exists() and not path.is_dir():
         sys.exit(f"error: {what} {path} is a file, not a folder")
     try:
@@ -35,14 +36,14 @@ def _writable_folder(path: Path, what: str) -> None:
 
 def check_out_dir(out: str) -> None:
     """Exits with a one-line error unless `out` is, or can be made, a writable folder."""
-    _writable_folder(Path(out), "--out")
+    writable_folder(Path(out), "--out")
 
 
 def check_folders(directory: Path) -> None:
     """The results folder and each folder a run writes in it, made and written to."""
-    _writable_folder(directory, "the results folder")
+    writable_folder(directory, "the results folder")
     for name in RUN_FOLDERS:
-        _writable_folder(directory / name, "the results folder's")
+        writable_folder(directory / name, "the results folder's")
     for name in ("results.csv", "results.md", "results.sqlite"):
         if (directory / name).is_dir():
             sys.exit(f"error: {directory / name} is a folder; move it aside")

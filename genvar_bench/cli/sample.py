@@ -53,16 +53,8 @@ def command_sample(args) -> int:
 
 def _check_writable(out: Path) -> None:
     """--out can be written: its folder exists (or can be made) and takes a file."""
-    import tempfile
+    from genvar_bench.cli.capacity import writable_folder
 
     if out.is_dir():
         sys.exit(f"error: --out {out} is a folder; name a .png file")
-    folder = out.parent if str(out.parent) else Path(".")
-    if folder.exists() and not folder.is_dir():
-        sys.exit(f"error: {folder} is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        sys.exit(f"error: --out {out}: {folder} is not a writable folder ({error.strerror or error})")
+    writable_folder(out.parent if str(out.parent) else Path("."), f"--out {out}: the folder")

@@ -7,6 +7,8 @@ that lost its metrics, reads back as "invalid" and is run again.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import os
 import warnings
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-from filelock import FileLock
 
 from genvar_bench.atomic import write_text_atomic
 from genvar_bench.spec import KEY_COLUMNS, RunSpec, SpecError
@@ -111,10 +112,21 @@ def open_store(path: str | os.PathLike) -> Store:
     if not store.path.exists() and csv_path.exists():
         # Built aside and moved into place under a lock: a kill mid-way leaves no half
         # store, and a second process waits, then finds the whole one.
-        with FileLock(str(folder / f"{STORE_NAME}.migrate.lock")):
+        with _folder_lock(folder):
             if not store.path.exists():
                 _migrate(store, csv_path)
     return store
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive lock on the folder itself (flock on its descriptor): no file is made."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def _migrate(store: Store, csv_path: Path) -> None:

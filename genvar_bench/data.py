@@ -1,5 +1,6 @@
-"""Datasets of the benchmark: binarized MNIST (28x28) and scikit-learn digits (8x8),
-and two continuous ones for Gaussian diffusion: grey-level digits and the 2-D swiss roll.
+"""Datasets of the benchmark: binarized MNIST and Fashion-MNIST (28x28) and scikit-learn
+digits (8x8), and continuous ones for Gaussian diffusion: grey-level digits and
+Fashion-MNIST, and the 2-D swiss roll. Fashion-MNIST lives in genvar_bench.fashion_mnist.
 
 Every binary split is a float32 tensor [N, D] of 0.0/1.0. MNIST is the fixed binarization
 of Larochelle & Murray (2011), stored as ``binarized_mnist.npz`` (rows packed with
@@ -25,7 +26,8 @@ import torch
 
 from genvar_bench.atomic import write_atomic
 
-DATASET_KINDS = {"binary": ("mnist", "digits"), "continuous": ("digits-grey", "swissroll")}
+DATASET_KINDS = {"binary": ("mnist", "digits", "fashion-mnist"),
+                 "continuous": ("digits-grey", "swissroll", "fashion-mnist-grey")}
 DATASETS = DATASET_KINDS["binary"] + DATASET_KINDS["continuous"]
 SPLITS = ("train", "valid", "test")
 
@@ -94,6 +96,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
         return _load_digits_grey_cached()
     if name == "swissroll":
         return _load_swissroll_cached()
+    if name in ("fashion-mnist", "fashion-mnist-grey"):
+        from genvar_bench import fashion_mnist  # imports this module
+
+        return fashion_mnist.load(name, data_dir)
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
 
 

@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 from genvar_bench import ops  # noqa: E402  (registers fake kernels and autograd)
 from genvar_bench.core import Draw, GenerativeModel, InferenceModel, Method  # noqa: E402
 from genvar_bench.registry import Option, register  # noqa: E402
+from genvar_bench import fashion_mnist  # noqa: E402,F401  (registers its datasets)
 from genvar_bench.data import load_dataset  # noqa: E402
 from genvar_bench.methods import build_method  # noqa: E402
 

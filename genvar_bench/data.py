@@ -19,7 +19,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -48,6 +48,11 @@ DIGITS_THRESHOLD = 8  # sklearn digits pixels are 0..16
 DIGITS_LEVELS = 17
 SWISSROLL_SPLIT_SIZES = {"train": 10_000, "valid": 2_000, "test": 2_000}
 _PROGRESS_MIN_BYTES = 1 << 20
+
+
+# Loaders of datasets kept in modules of their own ({name: load(name, data_dir)}), which
+# register here when imported (`genvar_bench.fashion_mnist`, imported by the package).
+LOADERS: dict[str, Callable[[str, "str | os.PathLike | None"], "Dataset"]] = {}
 
 
 class DatasetNotFoundError(RuntimeError, FileNotFoundError):
@@ -96,10 +101,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
         return _load_digits_grey_cached()
     if name == "swissroll":
         return _load_swissroll_cached()
-    if name in ("fashion-mnist", "fashion-mnist-grey"):
-        from genvar_bench import fashion_mnist  # imports this module
-
-        return fashion_mnist.load(name, data_dir)
+    if name in LOADERS:
+        return LOADERS[name](name, data_dir)
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
 
 

@@ -277,3 +277,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> data.Dataset:
     key = tuple((file, str(path), path.stat().st_mtime_ns, path.stat().st_size)
                 for file, path in files.items())
     return _load_cached(name, key)
+
+
+for _name in NAMES:
+    data.LOADERS[_name] = load

@@ -184,7 +184,8 @@ def test_missing_env_data_dir_is_a_clear_error(isolated_env, monkeypatch):
 def test_unknown_dataset_name_lists_known_names():
     with pytest.raises(ValueError, match="mnist.*digits.*digits-grey.*swissroll"):
         data.load_dataset("cifar10")
-    assert data.DATASETS == ("mnist", "digits", "digits-grey", "swissroll")
+    assert data.DATASETS == ("mnist", "digits", "fashion-mnist", "digits-grey", "swissroll",
+                             "fashion-mnist-grey")
 
 
 def test_continuous_datasets():

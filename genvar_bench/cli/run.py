@@ -58,7 +58,7 @@ def add_parser(commands) -> None:
                      help="minutes between training checkpoints (default 5); a killed run "
                           "resumes from its last one")
     run.add_argument("--out", default="results", help="results folder (default: results/)")
-    run.add_argument("--data-dir", default=None, help="folder holding binarized_mnist.npz")
+    run.add_argument("--data-dir", default=None, help="folder holding binarized_mnist.npz or the Fashion-MNIST idx files (fashion-mnist/)")
     run.add_argument("--epochs", type=arguments.positive_int, default=None,
                      help="override the profile's number of epochs (its schedule is cut)")
     run.add_argument("--eval-samples", type=arguments.positive_int, default=None,

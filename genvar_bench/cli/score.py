@@ -24,7 +24,8 @@ def add_parser(commands) -> None:
                        help="importance samples of the test NLL (default: the row's)")
     score.add_argument("--dataset", choices=DATASETS, default=None,
                        help="default: the one the model was trained on")
-    score.add_argument("--data-dir", default=None, help="folder holding binarized_mnist.npz")
+    score.add_argument("--data-dir", default=None,
+                       help="folder holding binarized_mnist.npz or the Fashion-MNIST idx files")
     score.add_argument("--device", type=arguments.device_list, default=["cpu"], help="cpu (default) or cuda[:N]")
     score.add_argument("--seed", type=arguments.seed_list, default=None,
                        help="seed of the scoring draws (default: the row's, which reproduces it)")

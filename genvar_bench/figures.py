@@ -106,6 +106,8 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
         _save(figure, written[-1])
         plt.close(figure)
 
+    written += budget_figure(scored, directory, dataset)
+
     # Throughput per method, device and backend.
     table["device, backend"] = table["device"] + ", " + table["backend"]
     figure, axes = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
@@ -118,6 +120,44 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
     _save(figure, written[-1])
     plt.close(figure)
     return written
+
+
+def budget_figure(scored: pd.DataFrame, directory: Path, dataset: str) -> list[Path]:
+    """Test NLL on the curve's subset against training passes (log axis), mean ± sd over
+    seeds, one panel per family (method), the published figures marked at their budget."""
+    import json
+
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if "budget_curve" not in scored:
+        return []
+    points = [{"model": row["model"], "method": row["method"], "seed": row["seed"], **point}
+              for _, row in scored.iterrows() if isinstance(row["budget_curve"], str)
+              for point in json.loads(row["budget_curve"])]
+    if not points:
+        return []
+    long = pd.DataFrame(points)
+    methods = sorted(long["method"].unique())
+    figure, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods) + 1, 3.6),
+                                squeeze=False, sharey=True)
+    for axis, method in zip(axes[0], methods):
+        sns.lineplot(data=long[long["method"] == method], x="epochs", y="test_nll", hue="model",
+                     errorbar="sd", marker="o", ax=axis)
+        for name, published_method, k, layers, value, source, setting in PUBLISHED:
+            if name == dataset and published_method == method and setting.get("epochs"):
+                axis.plot(setting["epochs"], value, marker="D", color="tab:red")
+        axis.set_xscale("log")
+        axis.set_title(method)
+        axis.set_xlabel("training passes")
+        axis.legend(fontsize=6)
+    axes[0][0].set_ylabel("test NLL on the curve's subset, nats")
+    figure.suptitle(f"{dataset}: test NLL against the training budget "
+                    "(red: published, at its budget)")
+    path = directory / "figures" / "budget.png"
+    _save(figure, path)
+    plt.close(figure)
+    return [path]
 
 
 def speedup_figure(path: Path, out: Path) -> Path | None:

@@ -36,7 +36,7 @@ TEXT_COLUMNS = ["dataset", "profile", "method", "variant", "device", "backend", 
                 "error", "nll_estimator", "active_units_per_layer", "binarization",
                 "torch_version", "device_name", "git_commit", "trained_at_commit",
                 "finished_at", "artifact", "model", "spec_hash", "spec",
-                "model_sha256"]
+                "model_sha256", "budget_curve", "budget_curve_estimator"]
 
 
 class ResultsFileError(RuntimeError):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import functools
 import math
 import subprocess
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 
 from genvar_bench import estimators, figures
 from genvar_bench.atomic import write_atomic, write_text_atomic
+from genvar_bench.budget import CURVE_COLUMNS, BudgetCurve, curve_csv
 from genvar_bench.data import Dataset
 from genvar_bench.parallel import world
 from genvar_bench.registry import record_of
@@ -125,6 +127,7 @@ def artifact_paths(directory: Path, artifact: str) -> dict[str, Path]:
     figures, all named by `artifact`."""
     return {"samples_path": directory / "samples" / f"{artifact}.png",
             "history_path": directory / "histories" / f"{artifact}.csv",
+            "curve_path": directory / "curves" / f"{artifact}.csv",
             "model_path": directory / "models" / f"{artifact}.safetensors",
             "per_example_path": directory / "per_example" / f"{artifact}.npz"}
 
@@ -146,13 +149,14 @@ def checkpoint_path(directory: Path, spec: RunSpec) -> Path:
 
 def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = None, show_progress: bool = True,
             checkpoint: Path | None = None, checkpoint_seconds: float = 300.0,
-            directory: Path | None = None) -> dict:
+            directory: Path | None = None, budget_curve: bool = True) -> dict:
     """Trains `spec` on `data` (on `device`, default the spec's device type) and returns
     its results row. With `checkpoint`, training saves its state there every
     `checkpoint_seconds` and at its end, and resumes from it (see `train`). With
     `directory` (a results folder), the run keeps its files there, named by the row's
     `artifact` (`artifact_paths`): the trained model (`saved.save_model`), the per-example
-    test NLLs and bounds, the training curve and a sample grid."""
+    test NLLs and bounds, the training curve, the budget curve (`budget.BudgetCurve`, unless
+    `budget_curve` is False: the row's figures are the same either way) and a sample grid."""
     if data.name != spec.dataset:
         raise ValueError(f"the spec is of {spec.dataset}, the data {data.name}")
     profile = spec.profile_settings()
@@ -162,14 +166,17 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
     train_x = data.train.to(device)
     rank, processes = world()
     check_before_training(method, train_x, record_of(method).recipe.batch_size(method, profile))
+    curve = BudgetCurve(method, train_x, data.test.to(device), spec.seed) if budget_curve and rank == 0 else None
     stats = train(method, train_x, profile, spec.seed, show_progress and rank == 0,
-                  spec.label, checkpoint, checkpoint_seconds)
+                  spec.label, checkpoint, checkpoint_seconds, on_epoch=curve)
     if rank != 0:
         return {}  # data-parallel training: process 0 scores and writes the row
     artifact = artifact_name(spec)
     paths = artifact_paths(directory, artifact) if directory is not None else {}
     if "history_path" in paths:
         save_history(stats, paths["history_path"])
+    if "curve_path" in paths and curve is not None:
+        write_text_atomic(paths["curve_path"], curve_csv(stats.curve, curve.estimator, curve.test_x.shape[0]))
     method.eval()
     start = time.perf_counter()
     record_of(method).scorer.prepare(method, train_x, show_progress)  # AIS shows progress
@@ -197,6 +204,9 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
         "device_name": device_model_name(device), "git_commit": git_commit(),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "artifact": artifact if paths else "", "model_sha256": model_digest,
+        "budget_curve": json.dumps([dict(zip(CURVE_COLUMNS, point)) for point in stats.curve]),
+        "budget_curve_estimator": curve.estimator if curve is not None else "",
+        "budget_curve_seconds": sum(point[3] for point in stats.curve),
     }
 
 

@@ -19,6 +19,9 @@ class Scorer:
     """Importance sampling: the test NLL is -log (1/k) sum_i w_i with k = eval_samples."""
 
     settings: dict[str, Any] = {}
+    # The budget curve's evaluation (`budget.BudgetCurve`): test examples and samples.
+    curve_examples: int = 1000
+    curve_samples: int = 500
 
     def prepare(self, method, train_data: torch.Tensor, show_progress: bool = False) -> None:
         """Called once after training, before any bound is scored (nothing here)."""
@@ -27,6 +30,11 @@ class Scorer:
         """Readies a method for the check before training (`preflight.check_method`, which
         runs it on a copy) on one batch: `prepare`, or a cheap form of a long one."""
         self.prepare(method, batch)
+
+    def prepare_stage(self, method, train_data: torch.Tensor) -> None:
+        """Readies a copy of a method in training for the budget curve's evaluation
+        (`budget.BudgetCurve`): `prepare`, or a cheaper form of a long one."""
+        self.prepare(method, train_data)
 
     def test_nll(self, method, x: torch.Tensor, eval_samples: int, progress=None):
         """(per-example estimate of -log p(x) [N], the estimator's name, and None or the

@@ -10,6 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -28,6 +29,8 @@ class TrainStats:
     examples: int = 0
     # (epoch, wall-clock seconds, mean training loss over the epoch)
     history: list[tuple[int, float, float]] = field(default_factory=list)
+    # (epochs, test bound, test NLL, evaluation seconds) at the budget curve's stage ends
+    curve: list[tuple[int, float, float, float]] = field(default_factory=list)
 
     @property
     def examples_per_second(self) -> float:
@@ -37,7 +40,8 @@ class TrainStats:
 def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
           show_progress: bool = True, description: str = "train",
           checkpoint: Path | None = None, checkpoint_seconds: float = 300.0,
-          recipe: TrainingRecipe | None = None) -> TrainStats:
+          recipe: TrainingRecipe | None = None,
+          on_epoch: Callable[[TrainStats], None] | None = None) -> TrainStats:
     """Trains `method` in place on `train_data` [N, D] (already on the method's device)
     by its training recipe (`recipes.TrainingRecipe`; default: the one it was registered
     with, e.g. Adam on the profile's staged learning rates and batch size).
@@ -46,7 +50,8 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
     saved there at the end of an epoch once `checkpoint_seconds` have passed since the
     last save, and at the end; a checkpoint left by an interrupted run of the same
     length is resumed from, and the run then ends as the uninterrupted one would have
-    (on the CPU: bit for bit)."""
+    (on the CPU: bit for bit). `on_epoch(stats)` is called after each epoch (the budget
+    curve's evaluations); its time is not training time."""
     parallel.training_started()
     generator = torch.Generator().manual_seed(seed)
     stats, error = TrainStats(), None
@@ -81,6 +86,10 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
         stats.examples += num_examples
         stats.seconds = time.perf_counter() - start
         stats.history.append((stats.epochs, stats.seconds, epoch_loss))
+        if on_epoch is not None:
+            evaluation_start = time.perf_counter()
+            on_epoch(stats)
+            start += time.perf_counter() - evaluation_start
         bar.set_postfix(epoch=stats.epochs, loss=f"{epoch_loss:.2f}")
         if checkpoint is not None and parallel.world()[0] == 0 and (
                 time.perf_counter() - last_save >= checkpoint_seconds
@@ -145,8 +154,9 @@ def _resume(path: Path, method, optimizer, generator, num_epochs: int) -> TrainS
         _load_training_state(fresh, method, optimizer, generator)  # undo a partial load
         _discard(path, "cannot be resumed", error)
         return None
-    stats = TrainStats(**state["stats"])
+    stats = TrainStats(**{"curve": [], **state["stats"]})  # checkpoints from before the curve
     stats.history = [(epoch, seconds, loss) for epoch, seconds, loss in stats.history]
+    stats.curve = [(epochs, bound, nll, seconds) for epochs, bound, nll, seconds in stats.curve]
     return stats
 
 
@@ -188,7 +198,7 @@ def _check_checkpoint(state) -> None:
 
 
 def _check_stats(stats, num_epochs: int) -> None:
-    _check_fields("stats", stats, _STATS_FIELDS)
+    _check_fields("stats", {"curve": [], **stats} if isinstance(stats, dict) else stats, _STATS_FIELDS)
     epochs, history = stats["epochs"], stats["history"]
     _require(_is_int(epochs) and 0 <= epochs <= num_epochs,
              f"stats.epochs is {epochs!r}, not an int from 0 to num_epochs {num_epochs}")
@@ -202,6 +212,10 @@ def _check_stats(stats, num_epochs: int) -> None:
         and entry[0] == number and _is_real(entry[1]) and _is_real(entry[2])
         for number, entry in enumerate(history, 1)),
         "stats.history is not one (epoch, seconds, loss) per epoch done")
+    _require(isinstance(stats.get("curve", []), list) and all(
+        isinstance(entry, (tuple, list)) and len(entry) == 4 and _is_int(entry[0])
+        and all(_is_real(value) for value in entry[1:]) for entry in stats.get("curve", [])),
+        "stats.curve is not a list of (epochs, bound, NLL, seconds)")
 
 
 def _check_fields(where: str, found, expected: set[str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from genvar_bench.registry import METHODS
 
 # The folders of a results folder that `run` writes.
-RUN_FOLDERS = ("models", "per_example", "samples", "histories", "checkpoints", "failures")
+RUN_FOLDERS = ("models", "per_example", "samples", "histories", "curves", "checkpoints", "failures")
 # Bytes per float, and the activations and gradients kept per decoder output in a
 # training step (a generous multiple: the estimate is meant to refuse what cannot fit).
 FLOAT_BYTES, LIVE_COPIES = 4, 8

@@ -137,6 +137,8 @@ class DenoisingAutoencoder(Method):
 class DAEScorer(Scorer):
     """Importance sampling, once the prior is fixed from the training set."""
 
+    curve_samples = 50  # each sample scores against every training code
+
     @torch.no_grad()
     def prepare(self, method, train_data: torch.Tensor, show_progress: bool = False,
                 batch_size: int = 1000) -> None:

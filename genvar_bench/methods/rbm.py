@@ -52,6 +52,8 @@ FINAL_RATE_FRACTION = 0.1
 
 # AIS for the test NLL, as Salakhutdinov & Murray (2008) ran it.
 AIS_RUNS, AIS_TEMPERATURES = 100, 14500
+# ... and at the stage ends of the budget curve (`genvar_bench.budget`), fewer.
+STAGE_AIS_RUNS, STAGE_AIS_TEMPERATURES = 10, 1000
 
 # Sweeps from the base-rate model to a sample shown in the grid.
 SAMPLE_SWEEPS = 1000
@@ -343,6 +345,10 @@ class RBMScorer(Scorer):
     def prepare_check(self, method, batch: torch.Tensor) -> None:
         """A rough log Z (AIS, 2 runs of 100 temperatures) for the check before training."""
         self.prepare(method, batch, num_runs=2, num_temperatures=100)
+
+    def prepare_stage(self, method, train_data: torch.Tensor) -> None:
+        """log Z by a shorter AIS (10 runs of 1,000 temperatures) at a budget-curve stage."""
+        self.prepare(method, train_data, num_runs=STAGE_AIS_RUNS, num_temperatures=STAGE_AIS_TEMPERATURES)
 
     def bound_samples(self, method, num_examples, candidates):
         return ()  # every k-sample bound equals the NLL: the weights do not vary

@@ -10,6 +10,7 @@ of Larochelle & Murray (2011), stored as ``binarized_mnist.npz`` (rows packed wi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -83,10 +84,45 @@ class Dataset:
     # (low, high) of the stored values, mapped to white and black in image grids
     value_range: tuple[float, float] = (0.0, 1.0)
     level_log_width: float | None = None
+    # Binary data made from grey images: the training images' grey levels as Bernoulli
+    # probabilities in [0, 1], for training on a fresh draw per pass (`dynamic`); None
+    # where the source holds bits only (binarized_mnist.npz).
+    train_grey: torch.Tensor | None = None
+    # Whether training draws fresh bits from train_grey every pass (`dynamic`).
+    dynamic: bool = False
 
     @property
     def data_dim(self) -> int:
         return int(self.train.shape[1])
+
+    @property
+    def training_data(self) -> torch.Tensor:
+        """What training passes over: the bits, or under dynamic binarization the grey
+        levels each pass draws its bits from (`train.train(..., binarize=True)`)."""
+        return self.train_grey if self.dynamic and self.train_grey is not None else self.train
+
+
+BINARIZATIONS = ("fixed", "dynamic")
+
+
+def with_binarization(dataset: Dataset, binarization: str) -> Dataset:
+    """The dataset under `binarization`: "fixed" (as loaded) or "dynamic", where training
+    draws fresh bits, Bernoulli(grey level), for every image on every pass (the IWAE
+    paper's Table 1 protocol) and the validation and test splits keep the fixed draw, so
+    test NLLs of both protocols are on the same bits. A ValueError names what cannot be."""
+    if binarization not in BINARIZATIONS:
+        raise ValueError(f"unknown binarization {binarization!r}; known: {', '.join(BINARIZATIONS)}")
+    if binarization == "fixed":
+        return dataset
+    if dataset.kind != "binary":
+        raise ValueError(f"{dataset.name} is continuous data: only binary data are binarized")
+    if dataset.train_grey is None:
+        raise ValueError(f"{dataset.name} has no grey levels to draw from ({dataset.binarization} "
+                         f"only); dynamic binarization needs grey images, e.g. fashion-mnist or digits")
+    return dataclasses.replace(
+        dataset, dynamic=True,
+        binarization=f"dynamic: a fresh Bernoulli(grey level) draw per training pass; "
+                     f"test and validation: {dataset.binarization}")
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
@@ -283,11 +319,14 @@ def digits_split_indices() -> dict[str, np.ndarray]:
 def _load_digits_cached() -> Dataset:
     from sklearn.datasets import load_digits  # bundled with sklearn: works offline
 
-    binary = (load_digits().data >= DIGITS_THRESHOLD).astype(np.float32)
-    splits = {split: torch.from_numpy(binary[rows]) for split, rows in digits_split_indices().items()}
+    levels = load_digits().data
+    binary = (levels >= DIGITS_THRESHOLD).astype(np.float32)
+    rows = digits_split_indices()
+    splits = {split: torch.from_numpy(binary[indices]) for split, indices in rows.items()}
     return Dataset("digits", train=splits["train"], valid=splits["valid"],
                    test=splits["test"], image_shape=(8, 8),
-                   binarization="threshold 8/16, fixed")
+                   binarization="threshold 8/16, fixed",
+                   train_grey=torch.from_numpy((levels[rows["train"]] / 16).astype(np.float32)))
 
 
 @functools.lru_cache(maxsize=1)

@@ -27,22 +27,45 @@ def importance_nll(model, x: torch.Tensor, num_samples: int = 5000, *,
     samples are both chunked so that at most `max_elements` decoder outputs
     live at once; chunks are combined by a running logsumexp.
     """
+    return importance_nll_and_ess(model, x, num_samples, max_elements=max_elements,
+                                  progress=progress)[0]
+
+
+@torch.no_grad()
+def importance_nll_and_ess(model, x: torch.Tensor, num_samples: int = 5000, *,
+                           max_elements: int = DEFAULT_MAX_ELEMENTS,
+                           progress: Callable[[int], None] | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`importance_nll` and, from the same draws, each example's effective sample size
+    (sum_i w_i)^2 / sum_i w_i^2 of its K weights, [N]: K when the weights are equal,
+    1 when one weight holds all the mass. The draws and the estimate are those of
+    `importance_nll`, bit for bit."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     num_examples, data_dim = x.shape
     samples_per_chunk = max(1, min(num_samples, max_elements // max(1, data_dim)))
     batch_size = max(1, max_elements // (samples_per_chunk * max(1, data_dim)))
     out = torch.empty(num_examples, dtype=x.dtype, device=x.device)
+    ess = torch.empty(num_examples, dtype=torch.float64, device=x.device)
     for rows in _batches(num_examples, batch_size):
         total = torch.full((rows.stop - rows.start,), -math.inf, dtype=x.dtype, device=x.device)
+        squares = torch.full_like(total, -math.inf, dtype=torch.float64)
         for start in range(0, num_samples, samples_per_chunk):
             chunk = min(samples_per_chunk, num_samples - start)
             log_w = model.log_weights(x[rows], chunk)
             total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
+            squares = torch.logaddexp(squares, torch.logsumexp(2 * log_w.double(), dim=0))
         out[rows] = math.log(num_samples) - total
+        ess[rows] = torch.exp(2 * total.double() - squares)
         if progress is not None:
             progress(rows.stop - rows.start)
-    return out
+    return out, ess
+
+
+def effective_sample_size(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """(sum w)^2 / sum w^2 of the weights exp(log_w) along `dim`, computed in logs."""
+    log_w = log_w.double()
+    return torch.exp(2 * torch.logsumexp(log_w, dim) - torch.logsumexp(2 * log_w, dim))
 
 
 @torch.no_grad()

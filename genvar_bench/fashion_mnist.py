@@ -259,8 +259,10 @@ def _load_cached(name: str, key: FileKey) -> data.Dataset:
                     f"the fixed binarization of Fashion-MNIST's {split!r} split has the wrong sha256 "
                     f"digest: this numpy's PCG64 stream differs from the one the digests were made "
                     f"with (numpy {np.__version__})")
+        grey = torch.from_numpy(split_rows(images)["train"].astype(np.float32) / 255)
         return _dataset(name, bits.astype(np.float32),
-                        binarization=f"fixed Bernoulli(pixel/255) draw, seed {BINARIZATION_SEED}")
+                        binarization=f"fixed Bernoulli(pixel/255) draw, seed {BINARIZATION_SEED}",
+                        train_grey=grey)
     return _dataset(name, dequantize(images),
                     binarization=f"none: {LEVELS} grey levels, dequantized (seed "
                                  f"{DEQUANTIZATION_SEED}), scaled to [-1, 1]",

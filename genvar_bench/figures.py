@@ -107,6 +107,7 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
         plt.close(figure)
 
     written += budget_figure(scored, directory, dataset)
+    written += diagnostics_figures(scored, directory, dataset)
 
     # Throughput per method, device and backend.
     table["device, backend"] = table["device"] + ", " + table["backend"]
@@ -158,6 +159,82 @@ def budget_figure(scored: pd.DataFrame, directory: Path, dataset: str) -> list[P
     _save(figure, path)
     plt.close(figure)
     return [path]
+
+
+def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> list[Path]:
+    """The paper's decomposition and the estimators, where measured: the posterior gaps
+    (ELBO - NLL and k-bound - NLL, one pair of bars per model with its 95% interval over
+    test examples), the test estimator's effective sample size, and the gradient SNR of
+    q's and p's parameters against k per method (trained solid, at initialisation dashed)."""
+    import matplotlib.pyplot as plt
+
+    from genvar_bench.tables import summarize
+
+    summary = summarize(scored, directory)
+    written: list[Path] = []
+    if summary.empty:
+        return written
+    if "elbo_gap" in summary and summary["elbo_gap"].notna().any():
+        gaps = summary[summary["elbo_gap"].notna()].reset_index(drop=True)
+        figure, axes = plt.subplots(figsize=(7, 0.45 * len(gaps) + 1.6))
+        rows = range(len(gaps))
+        for offset, name, label, colour in ((-0.2, "elbo_gap", "ELBO - NLL: E KL(q(tau|x) || p(tau|x))", "tab:blue"),
+                                            (0.2, "k_gap", "k-sample bound - NLL (its own k)", "tab:orange")):
+            values = gaps[name] if name in gaps else pd.Series([math.nan] * len(gaps))
+            errors = gaps[f"{name}_ci95"] if f"{name}_ci95" in gaps else None
+            axes.barh([row + offset for row in rows], values, height=0.38, xerr=errors,
+                      color=colour, label=label, capsize=2)
+        axes.set_yticks(list(rows), gaps["model"])
+        axes.invert_yaxis()
+        axes.set_xlabel("nats per test example (95% interval over test examples)")
+        axes.set_title(f"{dataset}: the posterior gap of each model's q "
+                       "(RBM: zero by construction; diffusion: its NLL is its bound)", fontsize=8)
+        axes.legend(fontsize=7, loc="lower right")
+        written.append(directory / "figures" / "posterior_gap.png")
+        _save(figure, written[-1])
+        plt.close(figure)
+    if "test_ess_mean" in summary and summary["test_ess_mean"].notna().any():
+        ess = summary[summary["test_ess_mean"].notna()].reset_index(drop=True)
+        figure, axes = plt.subplots(figsize=(7, 0.45 * len(ess) + 1.6))
+        rows = range(len(ess))
+        axes.barh([row - 0.2 for row in rows], ess["test_ess_mean"], height=0.38,
+                  color="tab:blue", label="mean over test examples")
+        axes.barh([row + 0.2 for row in rows], ess["test_ess_p1"], height=0.38,
+                  color="tab:red", label="the worst 1% (1st percentile)")
+        axes.set_yticks(list(rows), [f"{model} ({estimator})" for model, estimator
+                                     in zip(ess["model"], ess["estimator"])])
+        axes.invert_yaxis()
+        axes.set_xscale("log")
+        axes.set_xlabel("effective sample size (sum w)^2 / sum w^2 of the test estimator's K weights")
+        axes.set_title(f"{dataset}: how many of the test NLL's importance samples count")
+        axes.legend(fontsize=7, loc="lower right")
+        written.append(directory / "figures" / "ess.png")
+        _save(figure, written[-1])
+        plt.close(figure)
+    if "grad_snr_q" in summary and summary["grad_snr_q"].notna().any():
+        snr = summary[summary["grad_snr_q"].notna()]
+        figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for axis, part, title in ((axes[0], "q", "q's parameters (inference)"),
+                                  (axes[1], "p", "p's parameters (generation)")):
+            for colour, (label, lines) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"],
+                                              snr.groupby(snr["model"].str.replace(r" ?k=\d+", "", regex=True))):
+                lines = lines.sort_values("k")
+                axis.plot(lines["k"], lines[f"grad_snr_{part}"], marker="o", color=colour,
+                          label=f"{label} trained")
+                axis.plot(lines["k"], lines[f"grad_snr_{part}_init"], marker="x", linestyle="--",
+                          color=colour, label=f"{label} at initialisation")
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+            axis.set_xlabel("k (samples per gradient)")
+            axis.set_title(title)
+        axes[0].set_ylabel("SNR: mean over parameters of |E g| / sd g")
+        axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
+        figure.suptitle(f"{dataset}: gradient signal-to-noise ratio against k "
+                        "(Rainforth et al. 2018: IWAE's q falls as 1/sqrt(k), p's rises)")
+        written.append(directory / "figures" / "gradient_snr.png")
+        _save(figure, written[-1])
+        plt.close(figure)
+    return written
 
 
 def speedup_figure(path: Path, out: Path) -> Path | None:

@@ -238,7 +238,13 @@ def update_results(out_dir: str | os.PathLike, dataset: str, profile: str,
     one transaction; then, still holding the store's write lock, rewrites results.csv and
     calls render(table, folder). A rendering that fails (a damaged per-example file) costs
     the views, with a warning, never the row. Returns the CSV path."""
-    folder = table_dir(out_dir, dataset, profile)
+    return update_folder(table_dir(out_dir, dataset, profile), entries, render)
+
+
+def update_folder(folder: Path, entries: list[tuple[RunSpec, dict]],
+                  render: Callable[[pd.DataFrame, Path], object] | None = None) -> Path:
+    """`update_results` for the results folder `folder` itself."""
+    folder = Path(folder)
     store = open_store(folder)
 
     def views(rows: list[dict]) -> None:

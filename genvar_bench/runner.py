@@ -44,21 +44,35 @@ def git_commit() -> str:
 BOUND_SAMPLES = (1, 5, 50, 500, 5000)
 
 
-def importance_bounds(method, test_x: torch.Tensor, eval_samples: int, nll_mean: float,
-                      nll_is_importance: bool) -> dict:
-    """{'test_iw_bound_k<k>': mean -log (1/k) sum_i w_i} at the BOUND_SAMPLES the method
-    reports (NaN at the others). An importance-sampled NLL is itself the k = eval_samples
-    entry; larger k are left out."""
+def importance_bounds(method, test_x: torch.Tensor, eval_samples: int, nll: torch.Tensor,
+                      nll_is_importance: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    """({'test_iw_bound_k<k>': mean -log (1/k) sum_i w_i} at the BOUND_SAMPLES the method
+    reports (NaN at the others), and the per-example values of those reported). An
+    importance-sampled NLL is itself the k = eval_samples entry; larger k are left out."""
     reported = record_of(method).scorer.bound_samples(method, test_x.shape[0], BOUND_SAMPLES)
-    columns = {}
+    columns, per_example = {}, {}
     for num_samples in BOUND_SAMPLES:
+        name = f"test_iw_bound_k{num_samples}"
         value = float("nan")
         if nll_is_importance and num_samples == eval_samples:
-            value = nll_mean
+            value = nll.mean().item()
+            per_example[name] = nll.numpy()
         elif num_samples in reported and not (nll_is_importance and num_samples > eval_samples):
-            value = estimators.importance_nll(method, test_x, num_samples).double().mean().item()
-        columns[f"test_iw_bound_k{num_samples}"] = value
-    return columns
+            values = estimators.importance_nll(method, test_x, num_samples).double().cpu()
+            value = values.mean().item()
+            per_example[name] = values.numpy()
+        columns[name] = value
+    return columns, per_example
+
+
+def ess_columns(ess: torch.Tensor | None) -> dict:
+    """The test estimator's effective sample size over test examples: its mean and its
+    1st percentile (the worst 1% of examples have less); NaN without one."""
+    if ess is None:
+        return {"test_ess_mean": float("nan"), "test_ess_p1": float("nan")}
+    ess = ess.double().cpu()
+    return {"test_ess_mean": ess.mean().item(),
+            "test_ess_p1": torch.quantile(ess, 0.01).item()}
 
 
 def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
@@ -71,11 +85,12 @@ def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
     train_x, test_x = data.train.to(device), data.test.to(device)
     with tqdm(total=test_x.shape[0], desc="test NLL", unit="ex",
               disable=not show_progress, leave=False, dynamic_ncols=True) as bar:
-        nll, estimator, terms = record_of(method).scorer.test_nll(method, test_x, eval_samples,
-                                                                  progress=bar.update)
+        nll, estimator, terms, ess = record_of(method).scorer.test_nll_and_ess(
+            method, test_x, eval_samples, progress=bar.update)
     nll = nll.double().cpu()
     nll_mean = nll.mean().item()
-    bounds = importance_bounds(method, test_x, eval_samples, nll_mean, estimator.startswith("IS"))
+    bounds, bounds_per_example = importance_bounds(method, test_x, eval_samples, nll,
+                                                   estimator.startswith("IS"))
     if terms is None:
         terms = estimators.mean_bound_terms(method, test_x)
     else:
@@ -93,13 +108,16 @@ def evaluate(method, data: Dataset, device: torch.device, eval_samples: int,
                               if gap.numel() > 1 else float("nan")),
         "nll_estimator": estimator,
         **bounds,
+        **ess_columns(ess),
         **{f"test_{name}": value for name, value in terms.items()},
         "active_units": sum(units) if units else float("nan"),
         "active_units_per_layer": "+".join(map(str, units)),
     }
     if data.kind == "continuous":
         row["test_bits_per_dim"] = bits_per_dim(nll_mean, data)
-    per_example = {"test_nll": nll.numpy(), "test_bound": test_bound.numpy()}
+    per_example = {"test_nll": nll.numpy(), "test_bound": test_bound.numpy(), **bounds_per_example}
+    if ess is not None:
+        per_example["test_ess"] = ess.double().cpu().numpy()
     return {**row, "eval_seconds": time.perf_counter() - start}, per_example
 
 
@@ -157,8 +175,9 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
     `artifact` (`artifact_paths`): the trained model (`saved.save_model`), the per-example
     test NLLs and bounds, the training curve, the budget curve (`budget.BudgetCurve`, unless
     `budget_curve` is False: the row's figures are the same either way) and a sample grid."""
-    if data.name != spec.dataset:
-        raise ValueError(f"the spec is of {spec.dataset}, the data {data.name}")
+    if data.name != spec.dataset or data.binarization != spec.binarization:
+        raise ValueError(f"the spec is of {spec.dataset} ({spec.binarization}), "
+                         f"the data {data.name} ({data.binarization})")
     profile = spec.profile_settings()
     torch.manual_seed(spec.seed)
     device = torch.device(device or spec.device)
@@ -167,8 +186,9 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
     rank, processes = world()
     check_before_training(method, train_x, record_of(method).recipe.batch_size(method, profile))
     curve = BudgetCurve(method, train_x, data.test.to(device), spec.seed) if budget_curve and rank == 0 else None
-    stats = train(method, train_x, profile, spec.seed, show_progress and rank == 0,
-                  spec.label, checkpoint, checkpoint_seconds, on_epoch=curve)
+    stats = train(method, data.training_data.to(device), profile, spec.seed,
+                  show_progress and rank == 0, spec.label, checkpoint, checkpoint_seconds,
+                  on_epoch=curve, binarize=data.dynamic)
     if rank != 0:
         return {}  # data-parallel training: process 0 scores and writes the row
     artifact = artifact_name(spec)

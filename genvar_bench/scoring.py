@@ -48,6 +48,18 @@ class Scorer:
         """Which of the candidate k the k-sample bound is reported at, over num_examples."""
         return candidates
 
+    def test_nll_and_ess(self, method, x: torch.Tensor, eval_samples: int, progress=None):
+        """`test_nll`'s (estimate [N], name, terms) and, for an importance-sampled estimate,
+        the effective sample size of each example's weights [N] from the same draws
+        (`estimators.importance_nll_and_ess`); None for a scorer whose own `test_nll` is
+        not importance sampling."""
+        if type(self).test_nll is not Scorer.test_nll:
+            return (*self.test_nll(method, x, eval_samples, progress), None)
+        from genvar_bench.estimators import importance_nll_and_ess
+
+        nll, ess = importance_nll_and_ess(method, x, eval_samples, progress=progress)
+        return nll, f"IS k={eval_samples}", None, ess
+
 
 ImportanceScorer = Scorer
 
@@ -76,6 +88,11 @@ class LegacyScorer(Scorer):
         hook = getattr(method, "test_nll", None)
         return (hook(x, eval_samples, progress=progress) if hook is not None
                 else self.base.test_nll(method, x, eval_samples, progress))
+
+    def test_nll_and_ess(self, method, x, eval_samples, progress=None):
+        if getattr(method, "test_nll", None) is None:
+            return self.base.test_nll_and_ess(method, x, eval_samples, progress)
+        return (*self.test_nll(method, x, eval_samples, progress), None)
 
     def bound_samples(self, method, num_examples, candidates):
         hook = getattr(method, "importance_bound_samples", None)

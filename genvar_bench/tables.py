@@ -94,6 +94,13 @@ Z95 = 1.959963984540054
 def per_example_nll(rows: pd.DataFrame, directory: Path | None) -> np.ndarray | None:
     """The per-example test NLLs of a model, averaged over its seeds' rows (from each
     row's per_example/<artifact>.npz); None when any row lacks the file."""
+    return per_example_values(rows, directory, "test_nll")
+
+
+def per_example_values(rows: pd.DataFrame, directory: Path | None, key: str,
+                       minus: str | None = None) -> np.ndarray | None:
+    """The per-example array `key` (less the array `minus`) of a model's rows, averaged
+    over its seeds' rows; None when any row lacks the file or the array."""
     if directory is None or "artifact" not in rows:
         return None
     arrays = []
@@ -103,7 +110,12 @@ def per_example_nll(rows: pd.DataFrame, directory: Path | None) -> np.ndarray | 
             return None
         try:
             with np.load(path) as archive:
-                arrays.append(np.asarray(archive["test_nll"], dtype=np.float64))
+                if key not in archive.files or (minus is not None and minus not in archive.files):
+                    return None
+                values = np.asarray(archive[key], dtype=np.float64)
+                if minus is not None:
+                    values = values - np.asarray(archive[minus], dtype=np.float64)
+                arrays.append(values)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             warnings.warn(f"{path} is damaged ({type(error).__name__}: {error}): "
                           "this model's intervals are left out")
@@ -155,6 +167,7 @@ def summarize(table: pd.DataFrame, directory: Path | None = None) -> pd.DataFram
         if values is not None:
             per_example[line["model"]] = values
             line["test_nll_ci95"] = mean_interval(values)[1]
+        line.update(diagnostic_columns(scored, directory))
         for (device, backend), rows in group.groupby(["device", "backend"]):
             line[f"ex/s {device} {backend}"] = rows["train_examples_per_s"].mean()
         fused, reference = line.get("ex/s cpu fused"), line.get("ex/s cpu reference")
@@ -174,6 +187,30 @@ def summarize(table: pd.DataFrame, directory: Path | None = None) -> pd.DataFram
         summary["vs_best_ci95"] = summary["model"].map(
             lambda name: differences.get(name, (math.nan, math.nan))[1])
     return summary
+
+
+# Below this 1st percentile of the test estimator's effective sample size a row's NLL is
+# flagged: on the worst 1% of test examples a handful of the K weights carry the estimate.
+TINY_ESS = 5.0
+
+
+def diagnostic_columns(rows: pd.DataFrame, directory: Path | None) -> dict:
+    """What a model's rows say beyond the NLL (`diagnostics`): the posterior gaps with
+    95% intervals paired over test examples (ELBO - NLL, k-sample bound - NLL), the test
+    estimator's effective sample size (mean over seeds of its mean; the lowest of the
+    seeds' 1st percentiles) and the gradient SNR (mean over seeds), where measured."""
+    line: dict = {}
+    k = int(rows["k"].iloc[0])
+    for name, key in (("elbo_gap", "test_iw_bound_k1"), ("k_gap", f"test_iw_bound_k{k}")):
+        values = per_example_values(rows, directory, key, minus="test_nll")
+        if values is not None:
+            line[name], line[f"{name}_ci95"] = mean_interval(values)
+    for column, reduce in (("test_ess_mean", "mean"), ("test_ess_p1", "min"),
+                           ("grad_snr_q", "mean"), ("grad_snr_p", "mean"),
+                           ("grad_snr_q_init", "mean"), ("grad_snr_p_init", "mean")):
+        if column in rows and rows[column].notna().any():
+            line[column] = getattr(rows[column].astype(float), reduce)()
+    return line
 
 
 # What models of one line share: every spec field but these (fused and reference, cpu
@@ -222,12 +259,19 @@ def _group_labels(table: pd.DataFrame) -> dict[str, str]:
                      and len({repr(values[name]) for values in dicts.values()}) > 1]
         for group in groups:
             shown = {**dicts[group], **dicts[group].get("scoring", {})}
-            parts = [f"{name}={shown[name]}" for name in differing
+            parts = [_setting_part(name, shown[name]) for name in differing
                      if name not in ("stages", "scoring")]
             if "scoring" in differing:
                 parts += [f"{name}={value}" for name, value in dicts[group]["scoring"].items()]
             labels[group] = f"{label} ({', '.join(parts)})"
     return labels
+
+
+def _setting_part(name: str, value) -> str:
+    """One setting in a label; a binarization by its kind (its full text is in the rows)."""
+    if name == "binarization":
+        return "dynamic binarization" if str(value).startswith("dynamic") else "fixed binarization"
+    return f"{name}={value}"
 
 
 def _cell(value, digits: int = 2, signed: bool = False) -> str:
@@ -274,16 +318,56 @@ def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = N
                 "-" if vs is None or pd.isna(vs) else
                 f"{_cell(vs, signed=True)} ± {_cell(line['vs_best_ci95'])}") + " | "
         cited = f" {line.get('published') or '-'} |" if has_published else ""
+        estimator = line["estimator"]
+        if line.get("test_ess_p1", math.inf) < TINY_ESS:
+            estimator += f" (tiny ESS: {line['test_ess_p1']:.1f} on the worst 1%)"
         lines.append(f"| {line['model']} | {line['test_nll']:.2f}{sd} | {line['seeds']} | "
-                     f"{intervals}{line['test_bound']:.2f} | {line['estimator']} | "
+                     f"{intervals}{line['test_bound']:.2f} | {estimator} | "
                      f"{_cell(line.get('epochs'), digits=0)} | {speeds} | {ratio} |"
                      + cited)
+    lines += diagnostics_markdown(summary)
     failed = table[table["status"].isin(["failed", "invalid"])] if "status" in table else table.iloc[:0]
     if not failed.empty:
         lines += ["", "Failed or invalid:", ""] + [f"- {model_label(row)} seed {row['seed']} "
                                                     f"({row['device']}, {row['backend']}): {row['error']}"
                                                     for _, row in failed.iterrows()]
     return "\n".join(lines) + "\n"
+
+
+def diagnostics_markdown(summary: pd.DataFrame) -> list[str]:
+    """The table of what the KL view measures, for the models where it was measured."""
+    columns = ("elbo_gap", "k_gap", "test_ess_mean", "grad_snr_q")
+    if not any(column in summary and summary[column].notna().any() for column in columns):
+        return []
+    lines = ["", "## The posterior gap, the estimator's effective sample size, the gradient SNR", "",
+             "ELBO - NLL: the one-sample bound minus the test NLL, E_x KL(q(tau|x) || p(tau|x)); "
+             "k-bound - NLL: the k-sample bound at the model's own k minus the NLL (the gap of "
+             "the resampled q_p^k); both ± a 95% interval paired over test examples, of "
+             "per-example values averaged over seeds. The RBM's q is its own posterior (no gap) "
+             "and diffusion's NLL is its bound: neither has a row here. ESS: the test "
+             "estimator's effective sample size (sum w)^2 / sum w^2 of its K weights, mean over "
+             "test examples and the 1st percentile (the worst 1%). SNR: |E g| / sd g per "
+             "parameter averaged over q's and over p's parameters, trained (at initialisation), "
+             "from `python -m genvar_bench diagnose`.", "",
+             "| model | ELBO - NLL | k-bound - NLL | ESS mean | ESS worst 1% | SNR q trained (init) "
+             "| SNR p trained (init) |", "|---" * 7 + "|"]
+
+    def gap(line, name):
+        value = line.get(name)
+        return "-" if value is None or pd.isna(value) else f"{value:.2f} ± {_cell(line.get(name + '_ci95'))}"
+
+    def snr(line, part):
+        value = line.get(f"grad_snr_{part}")
+        if value is None or pd.isna(value):
+            return "-"
+        return f"{value:.3f} ({_cell(line.get(f'grad_snr_{part}_init'), digits=3)})"
+
+    for _, line in summary.iterrows():
+        cells = [gap(line, "elbo_gap"), gap(line, "k_gap"), _cell(line.get("test_ess_mean"), 1),
+                 _cell(line.get("test_ess_p1"), 1), snr(line, "q"), snr(line, "p")]
+        if set(cells) != {"-"}:
+            lines.append(f"| {line['model']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def kernel_speedups(path: Path) -> pd.DataFrame:

@@ -41,7 +41,8 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
           show_progress: bool = True, description: str = "train",
           checkpoint: Path | None = None, checkpoint_seconds: float = 300.0,
           recipe: TrainingRecipe | None = None,
-          on_epoch: Callable[[TrainStats], None] | None = None) -> TrainStats:
+          on_epoch: Callable[[TrainStats], None] | None = None,
+          binarize: bool = False) -> TrainStats:
     """Trains `method` in place on `train_data` [N, D] (already on the method's device)
     by its training recipe (`recipes.TrainingRecipe`; default: the one it was registered
     with, e.g. Adam on the profile's staged learning rates and batch size).
@@ -51,7 +52,9 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
     last save, and at the end; a checkpoint left by an interrupted run of the same
     length is resumed from, and the run then ends as the uninterrupted one would have
     (on the CPU: bit for bit). `on_epoch(stats)` is called after each epoch (the budget
-    curve's evaluations); its time is not training time."""
+    curve's evaluations); its time is not training time. With `binarize`, train_data
+    holds probabilities (grey levels in [0, 1]) and every batch of every pass is a fresh
+    Bernoulli draw from them, from the training generator (dynamic binarization)."""
     parallel.training_started()
     generator = torch.Generator().manual_seed(seed)
     stats, error = TrainStats(), None
@@ -81,7 +84,7 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
     for epoch_settings in settings[stats.epochs:]:
         for group in optimizer.param_groups:
             group.update(epoch_settings)
-        epoch_loss = _train_epoch(model, optimizer, train_data, batch_size, generator, bar)
+        epoch_loss = _train_epoch(model, optimizer, train_data, batch_size, generator, bar, binarize)
         stats.epochs += 1
         stats.examples += num_examples
         stats.seconds = time.perf_counter() - start
@@ -276,7 +279,8 @@ def _set_aside(path: Path) -> Path:
     return aside
 
 
-def _train_epoch(model, optimizer, train_data, batch_size, generator, bar) -> float:
+def _train_epoch(model, optimizer, train_data, batch_size, generator, bar,
+                 binarize: bool = False) -> float:
     """One pass over train_data in global batches of batch_size; `model(batch)` is the loss.
     Under torch.distributed each of the W processes takes every W-th row of a batch and
     weights its loss by W times its share of the batch: DistributedDataParallel's mean of
@@ -290,7 +294,11 @@ def _train_epoch(model, optimizer, train_data, batch_size, generator, bar) -> fl
     error = None
     for start in range(0, order.numel(), batch_size):
         rows = order[start:start + batch_size]
-        batch = train_data[rows[rank::world]]
+        if binarize:  # the whole batch drawn by every process: the same bits as one process
+            noise = torch.rand(rows.numel(), train_data.shape[1], generator=generator)
+            batch = (noise.to(train_data.device) < train_data[rows]).to(train_data.dtype)[rank::world]
+        else:
+            batch = train_data[rows[rank::world]]
         optimizer.zero_grad(set_to_none=True)
         if world == 1:
             loss = model(batch)

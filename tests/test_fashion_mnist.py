@@ -171,6 +171,14 @@ def test_fixed_binarization_is_reproducible_and_matches_digests(binary):
         assert torch.equal(getattr(again, split), getattr(binary, split))
 
 
+@needs_real
+def test_dynamic_binarization_draws_from_the_training_pixels(binary):
+    dynamic = data.with_binarization(binary, "dynamic")
+    pixels = real_images()["train"]
+    assert torch.equal(dynamic.training_data, torch.from_numpy(pixels.astype(np.float32) / 255))
+    assert torch.equal(dynamic.test, binary.test)  # scored on the fixed draw, as the fixed rows
+
+
 def test_binarization_rule_on_known_words():
     """bit = 1 where (w >> 32) / 2^32 < pixel / 255, one raw PCG64 word per pixel."""
     pixels = np.array([[0, 1, 128, 254, 255] * 40], np.uint8).reshape(5, 40)

@@ -1,6 +1,7 @@
 """Command line: `python -m genvar_bench run ...` trains, scores and tabulates methods;
 `report` makes the tables and figures; `score` and `sample` use a kept model;
-`bench` checks the kernels' speed-ups. Each subcommand's module registers its own
+`diagnose` measures kept models' gradient signal-to-noise ratio; `bench` checks the
+kernels' speed-ups. Each subcommand's module registers its own
 parser (`add_parser`) and handler."""
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import argparse
 import sys
 
 import genvar_bench.methods  # noqa: F401  (registers the built-in methods)
-from genvar_bench.cli import bench, report, run, sample, score
+from genvar_bench.cli import bench, diagnose, report, run, sample, score
 from genvar_bench.cli.run import build_configs  # noqa: F401  (planning, for scripts and tests)
 
 # The subcommands, in the order `--help` lists them.
-COMMANDS = (run, score, sample, report, bench)
+COMMANDS = (run, score, sample, report, diagnose, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -103,12 +103,19 @@ def check_device(device: str, backend: str) -> None:
 
 
 
-def load_data_or_exit(name: str, data_dir: str | None):
-    """The dataset, or a clear one-message exit naming the file and how to supply it."""
+def load_data_or_exit(name: str, data_dir: str | None, binarization: str = "fixed"):
+    """The dataset under `binarization` (`data.with_binarization`: "fixed", "dynamic", or a
+    spec's binarization text), or a clear one-message exit naming the file and how to
+    supply it, or why the binarization cannot be."""
     try:
-        return datasets.load_dataset(name, data_dir)
+        dataset = datasets.load_dataset(name, data_dir)
     except (datasets.DatasetNotFoundError, datasets.DatasetIntegrityError) as error:
         sys.exit(f"error: {error}")
+    mode = "dynamic" if binarization.startswith("dynamic") else "fixed"
+    try:
+        return datasets.with_binarization(dataset, mode)
+    except ValueError as error:
+        sys.exit(f"error: --binarization {mode}: {error}")
 
 
 

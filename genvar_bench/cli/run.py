@@ -45,6 +45,10 @@ def add_parser(commands) -> None:
     run.add_argument("--layers", type=arguments.int_list, default=[1], help="stochastic layers: 1 and/or 2")
     run.add_argument("--dataset", choices=DATASETS, default=None,
                      help="default: the profile's (quick: digits; standard, paper: mnist)")
+    run.add_argument("--binarization", choices=("fixed", "dynamic"), default="fixed",
+                     help="binary data made from grey images (fashion-mnist, digits): fixed, the "
+                          "dataset's one draw (default), or dynamic, a fresh Bernoulli draw of "
+                          "each training image per pass (test: the fixed draw)")
     run.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     run.add_argument("--device", "--devices", dest="devices", type=arguments.device_list, default=["cpu"],
                      help="comma-separated devices: cpu, cuda[:N] (default cpu)")
@@ -193,7 +197,8 @@ def checked_settings(args):
     unknown = [name for name in args.method or [] if name not in METHODS]
     if unknown:
         sys.exit(f"error: unknown method {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
-    dataset = arguments.load_data_or_exit(args.dataset or profile.dataset, args.data_dir)
+    dataset = arguments.load_data_or_exit(args.dataset or profile.dataset, args.data_dir,
+                                          args.binarization)
     mismatched = sorted({name for name in (args.method or []) if name in METHODS
                          and METHODS[name].data_kind != dataset.kind})
     if mismatched:

@@ -32,7 +32,12 @@ def load_plugins(argv: list[str] | None) -> None:
     load_entry_points()
     prescan = argparse.ArgumentParser(add_help=False)
     prescan.add_argument("--plugin", action="append", default=[])
+    prescan.add_argument("--config", default=None)
     known, _ = prescan.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if known.config is not None:  # a sweep file's plug-ins: their options are flags too
+        from genvar_bench.sweeps import plugins_of
+
+        known.plugin += plugins_of(known.config)
     for source in known.plugin:
         try:
             load_plugin(source)

@@ -5,6 +5,7 @@ checked and written as it finishes)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import math
 import sys
@@ -61,7 +62,12 @@ def add_parser(commands) -> None:
     run.add_argument("--checkpoint-minutes", type=float, default=5.0,
                      help="minutes between training checkpoints (default 5); a killed run "
                           "resumes from its last one")
-    run.add_argument("--out", default="results", help="results folder (default: results/)")
+    run.add_argument("--config", default=None, metavar="FILE.yaml",
+                     help="run a sweep file (`sweeps/*.yaml`: methods, k, layers, seeds, data, "
+                          "profile, overrides); beside it only how-to-run flags (--out, --force, "
+                          "--executor, ...)")
+    run.add_argument("--out", default=None, help="results folder (default: the sweep file's "
+                                                 "out, else results/)")
     run.add_argument("--data-dir", default=None, help="folder holding binarized_mnist.npz or the Fashion-MNIST idx files (fashion-mnist/)")
     run.add_argument("--epochs", type=arguments.positive_int, default=None,
                      help="override the profile's number of epochs (its schedule is cut)")
@@ -174,6 +180,7 @@ class Plan:
 def checked_settings(args):
     """(profile, dataset, rank): every argument checked before any work starts, each
     problem a one-line error; under torchrun, the process group joined."""
+    args.out = args.out or "results"
     if args.all and args.method:
         sys.exit("error: --all runs every method; give --method or --all, not both")
     if args.method is not None and not args.method:  # e.g. --method , (else: the default methods)
@@ -254,6 +261,8 @@ def record_row(args, dataset, profile, spec: RunSpec, row: dict | None, message:
             row = {**row, "status": "failed", "error": f"impossible result: {problem}"}
     else:
         row = results.failed_row(spec, message, runner.git_commit())
+    if getattr(args, "sweep", None):
+        row = {**row, "sweep": args.sweep}
     previous = results.stored_row(directory, spec)
     if row["status"] != "ok":
         row["traceback"] = _keep_traceback(directory, spec, row["error"], error)
@@ -289,10 +298,134 @@ def _keep_traceback(directory, spec: RunSpec, message: str, error: BaseException
     return relative
 
 
+class SweepProgress:
+    """Rows done out of all the rows a command runs, with an ETA from the mean time of the
+    rows done so far; printed after each row."""
+
+    def __init__(self, total: int):
+        import time
+
+        self.total, self.done, self.start, self.clock = total, 0, time.monotonic(), time.monotonic
+
+    def row_done(self) -> str:
+        self.done += 1
+        elapsed = self.clock() - self.start
+        left = (self.total - self.done) * elapsed / self.done
+        eta = "" if self.done == self.total else f", about {_duration(left)} left"
+        return f"    rows {self.done}/{self.total} done in {_duration(elapsed)}{eta}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
 def command_run(args) -> int:
+    if args.config is not None:
+        return command_sweep(args)
     profile, dataset, rank = checked_settings(args)
     runner.git_commit()  # read before training: later commits must not relabel these rows
     plan = plan_run(args, profile, dataset, rank)
+    progress = SweepProgress(len(plan.jobs))
+    return execute(args, profile, dataset, plan, rank, progress)
+
+
+def command_sweep(args) -> int:
+    """`run --config FILE.yaml`: every entry of the sweep file parsed, checked and planned
+    (its folders, disk and memory included) before any trains; then each runs as its
+    `run` command would, its rows recording the file they came from."""
+    from genvar_bench import sweeps
+
+    given = _what_flags_given(args)
+    if given:
+        sys.exit(f"error: {given[0]} is set in the sweep file, not beside --config "
+                 f"(beside it: {', '.join('--' + flag.replace('_', '-') for flag in sweeps.HOW_FLAGS)})")
+    try:
+        sweep = sweeps.load(args.config, set(registered_options()))
+    except sweeps.SweepError as error:
+        sys.exit(f"error: {error}")
+    checked = []
+    for entry in sweep.entries:  # every entry checked before any folder is made
+        entry_args = _entry_arguments(args, entry, sweep)
+        with _at_line(sweep, entry.line):
+            profile, dataset, rank = checked_settings(entry_args)
+            build_configs(entry_args, profile, dataset)
+        checked.append((entry, entry_args, profile, dataset, rank))
+    planned = []
+    for entry, entry_args, profile, dataset, rank in checked:
+        with _at_line(sweep, entry.line):
+            planned.append((entry_args, profile, dataset, plan_run(entry_args, profile, dataset, rank), rank))
+    runner.git_commit()
+    progress = SweepProgress(sum(len(plan.jobs) for *_, plan, _ in planned))
+    print(f"{sweep.path}: {len(planned)} runs, {progress.total} rows to train", file=sys.stderr)
+    status = 0
+    for entry_args, profile, dataset, plan, rank in planned:
+        result = execute(entry_args, profile, dataset, plan, rank, progress)
+        if result == 130:
+            return result
+        status = status or result
+    return status
+
+
+@contextlib.contextmanager
+def _at_line(sweep, line: int):
+    """A one-line error inside the block told at the sweep file's line."""
+    try:
+        yield
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):
+            sys.exit(f"error: {sweep.path}:{line}: {exit_.code.removeprefix('error: ')}")
+        raise
+
+
+def _what_flags_given(args) -> list[str]:
+    """The flags beside --config that say what to run (those belong in the file)."""
+    from genvar_bench import sweeps
+
+    parser = _run_parser()
+    defaults = {action.dest: action.default for action in parser._actions}
+    return [option for action in parser._actions
+            if action.dest not in (*sweeps.HOW_FLAGS, "config", "help")
+            and getattr(args, action.dest, None) != defaults[action.dest]
+            for option in action.option_strings[:1]]
+
+
+def _run_parser():
+    """A parser of `run`'s arguments alone, whose errors raise SystemExit with one line."""
+    parser = argparse.ArgumentParser(prog="run")
+    commands = parser.add_subparsers()
+    add_parser(commands)
+    run = commands.choices["run"]
+
+    def error(message):
+        raise SystemExit(f"error: {message}")
+
+    run.error = error  # type: ignore[method-assign]
+    return run
+
+
+def _entry_arguments(args, entry, sweep):
+    """The arguments of one sweep entry: its own `run` flags, with the how-to-run flags of
+    the command line (--out there wins over the file's)."""
+    from genvar_bench import sweeps
+
+    parser = _run_parser()
+    try:
+        entry_args = parser.parse_args(entry.argv)
+    except SystemExit as exit_:
+        line = entry.line_of(parser.parse_args)
+        sys.exit(f"error: {sweep.path}:{line}: {str(exit_.code).removeprefix('error: ')}")
+    for flag in sweeps.HOW_FLAGS:
+        if hasattr(args, flag):
+            setattr(entry_args, flag, getattr(args, flag))
+    entry_args.out = args.out or entry.out or "results"
+    entry_args.sweep = sweep.source
+    return entry_args
+
+
+def execute(args, profile, dataset, plan, rank: int, progress: SweepProgress) -> int:
+    """Runs a plan's jobs on the executor `args` name and records each row as it finishes."""
     if rank != 0:  # the same jobs as process 0, which alone scores and writes
         for _ in executors.LocalExecutor(announce=False).run(plan.jobs, dataset, profile):
             pass
@@ -301,6 +434,7 @@ def command_run(args) -> int:
     finished, failed = 0, []
     try:
         for job, row, error in executor.run(plan.jobs, dataset, profile):  # as each finishes
+            print(progress.row_done(), file=sys.stderr, flush=True)
             spec = job.spec
             try:
                 if error is not None:  # a failing method is a failed row; the others go on

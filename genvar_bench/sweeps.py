@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Keys of a sweep file and the `run` flag each stands for; `options` holds method options
 # (`--noise`, `--hidden`, ...), `plugin` may be a list (one --plugin each).
@@ -99,13 +100,13 @@ def _values(node, path: Path, key: str) -> list[str]:
     return [_scalar(node, path, key)]
 
 
-def _mapping(node, path: Path, what: str) -> dict[str, tuple[object, object]]:
+def _mapping(node, path: Path, what: str) -> dict[str, tuple[Any, Any]]:
     """{key: (key node, value node)} of a YAML mapping node; a repeated key is an error."""
     import yaml
 
     if not isinstance(node, yaml.MappingNode):
         raise SweepError(f"{path}:{node.start_mark.line + 1}: {what} must be a mapping of key: value")
-    found: dict[str, tuple[object, object]] = {}
+    found: dict[str, tuple[Any, Any]] = {}
     for key_node, value_node in node.value:
         key = str(key_node.value)
         if key in found:
@@ -114,7 +115,7 @@ def _mapping(node, path: Path, what: str) -> dict[str, tuple[object, object]]:
     return found
 
 
-def _arguments(settings: dict[str, tuple[object, object]], path: Path,
+def _arguments(settings: dict[str, tuple[Any, Any]], path: Path,
                option_names: set[str]) -> tuple[list[tuple[list[str], int]], str | None]:
     """The `run` flags of merged settings, key by key with the key's line, and the
     file's `out` (if any)."""

@@ -80,6 +80,10 @@ def load_plugin(source: str) -> list[str]:
     return added
 
 
+# The plug-ins installed packages' entry points loaded: theirs are always among `--all`.
+FROM_ENTRY_POINTS: set[str] = set()
+
+
 def load_entry_points() -> list[str]:
     """Loads every module of the `genvar_bench.methods` entry-point group; a broken one
     is a warning, not a failure of the suite. Returns the methods they registered."""
@@ -87,6 +91,7 @@ def load_entry_points() -> list[str]:
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             added += load_plugin(entry.value.split(":")[0])
+            FROM_ENTRY_POINTS.add(plugin_source(entry.value.split(":")[0]))
         except PluginError as error:
             warnings.warn(f"entry point {entry.name} of {ENTRY_POINT_GROUP}: {error}")
     return added

@@ -123,7 +123,13 @@ def build_configs(args, profile, data) -> list[tuple[RunSpec, str]]:
     error. Defaults that depend on the profile (T of diffusion) or the data (RBM hidden
     units) are filled in. Devices that give the same spec (cpu and cpu:0) run once."""
     if args.all:
-        methods = [name for name in METHODS if METHODS[name].data_kind == data.kind]
+        from genvar_bench.plugins import FROM_ENTRY_POINTS, plugin_source
+
+        # built-in methods and those of the plug-ins this command names or packages install
+        # (not those a sweep file's other entries load)
+        allowed = FROM_ENTRY_POINTS | {plugin_source(source) for source in args.plugin}
+        methods = [name for name in METHODS if METHODS[name].data_kind == data.kind
+                   and (METHODS[name].plugin is None or METHODS[name].plugin in allowed)]
     else:
         methods = args.method or ["vae", "iwae"]
     given = {name: getattr(args, name) for name in registered_options()

@@ -196,7 +196,7 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
     if "history_path" in paths:
         save_history(stats, paths["history_path"])
     if "curve_path" in paths and curve is not None:
-        write_text_atomic(paths["curve_path"], curve_csv(stats.curve, curve.estimator, curve.test_x.shape[0]))
+        write_text_atomic(paths["curve_path"], curve_csv(stats.curve, curve.estimator, curve.subset))
     method.eval()
     start = time.perf_counter()
     record_of(method).scorer.prepare(method, train_x, show_progress)  # AIS shows progress
@@ -225,7 +225,7 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "artifact": artifact if paths else "", "model_sha256": model_digest,
         "budget_curve": json.dumps([dict(zip(CURVE_COLUMNS, point)) for point in stats.curve]),
-        "budget_curve_estimator": curve.estimator if curve is not None else "",
+        "budget_curve_estimator": f"{curve.estimator} on {curve.subset}" if curve is not None else "",
         "budget_curve_seconds": sum(point[3] for point in stats.curve),
     }
 

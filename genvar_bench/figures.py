@@ -15,6 +15,27 @@ from genvar_bench.tables import (PUBLISHED, _group_labels, _model_groups, _setti
                                  kernel_speedups)
 
 
+# One colour per family in every figure (and the results pages): a plug-in takes its
+# family's where its name starts with the family's method (iwae-dreg: IWAE), else grey.
+FAMILIES = {"vae": "VAE", "iwae": "IWAE", "rws": "RWS", "dae": "DAE", "diffusion": "diffusion",
+            "diffusion-gauss": "diffusion", "rbm-cd": "RBM", "rbm-pcd": "RBM"}
+FAMILY_COLOURS = {"VAE": "#1f77b4", "IWAE": "#ff7f0e", "RWS": "#2ca02c", "DAE": "#9467bd",
+                  "diffusion": "#8c564b", "RBM": "#e377c2", "plug-in": "#7f7f7f"}
+
+
+def family_of(method: str) -> str:
+    """The family of a method name (`FAMILIES`): its own, its longest known prefix's, or
+    "plug-in"."""
+    if method in FAMILIES:
+        return FAMILIES[method]
+    prefixes = [name for name in FAMILIES if method.startswith(name + "-")]
+    return FAMILIES[max(prefixes, key=len)] if prefixes else "plug-in"
+
+
+def family_colour(method: str) -> str:
+    return FAMILY_COLOURS[family_of(method)]
+
+
 def _save(figure, path: Path) -> None:
     write_atomic(path, lambda temporary: figure.savefig(temporary, dpi=110, bbox_inches="tight",
                                                         format="png"))

@@ -132,13 +132,16 @@ def mean_interval(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), Z95 * float(values.std(ddof=1)) / math.sqrt(values.size)
 
 
-def summarize(table: pd.DataFrame, directory: Path | None = None) -> pd.DataFrame:
+def summarize(table: pd.DataFrame, directory: Path | None = None,
+              baseline: str | None = None) -> pd.DataFrame:
     """One line per model (method, variant, k, layers): the test NLL's mean, sd and count
     over seeds (fused rows, or reference rows where no fused one exists), the bound, the
     estimator, and training examples/s per device and backend. With the results folder
     `directory` (its per_example/ files): a 95% interval of the test NLL over test
     examples (of the per-example NLL averaged over seeds), and the paired difference to
-    the best model on the same examples with its 95% interval."""
+    the best model on the same examples with its 95% interval; to the model labelled
+    `baseline` too (`vs_baseline`), where it is one of them. `summary.attrs["pairs"]` holds
+    every paired difference {model: {other: (mean, half-width)}}."""
     table = finished(table)
     if table.empty:
         return pd.DataFrame()
@@ -186,6 +189,18 @@ def summarize(table: pd.DataFrame, directory: Path | None = None) -> pd.DataFram
         summary["vs_best"] = summary["model"].map(lambda name: differences.get(name, (math.nan,))[0])
         summary["vs_best_ci95"] = summary["model"].map(
             lambda name: differences.get(name, (math.nan, math.nan))[1])
+        summary.attrs["pairs"] = {
+            name: {other: mean_interval(values - per_example[other])
+                   for other, others in per_example.items()
+                   if other != name and others.shape == values.shape}
+            for name, values in per_example.items()}
+        if baseline is not None and baseline in per_example:
+            against = summary.attrs["pairs"].get
+            summary["vs_baseline"] = summary["model"].map(
+                lambda name: 0.0 if name == baseline else against(name, {}).get(baseline, (math.nan,))[0])
+            summary["vs_baseline_ci95"] = summary["model"].map(
+                lambda name: 0.0 if name == baseline
+                else against(name, {}).get(baseline, (math.nan, math.nan))[1])
     return summary
 
 
@@ -280,8 +295,9 @@ def _cell(value, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = None) -> str:
-    summary = summarize(table, directory)
+def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = None,
+                     baseline: str | None = None) -> str:
+    summary = summarize(table, directory, baseline)
     if summary.empty:
         return f"# {title}\n\nNo finished rows.\n"
     throughput = [column for column in summary.columns if column.startswith("ex/s")]
@@ -298,13 +314,19 @@ def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = N
                       f"({summary['best_model'].iloc[0]}) on the same test "
                       "examples, ± its 95% interval; an interval that excludes 0 is a real gap "
                       "on this test set (for the estimators as they stand)."]
+    has_baseline = "vs_baseline" in summary
+    if has_baseline:
+        lines += ["", f"vs {baseline}: the paired mean difference to {baseline} on the same test "
+                      "examples, ± its 95% interval (`report --baseline`)."]
     has_published = "published" in summary and (summary["published"].fillna("") != "").any()
-    interval_headers = "95% CI | vs best | " if has_intervals else ""
+    interval_headers = ("95% CI | vs best | " if has_intervals else "") + (
+        f"vs {baseline} | " if has_baseline else "")
     lines += ["", "| model | test NLL | seeds | " + interval_headers + "bound | estimator | epochs | "
               + " | ".join(throughput) + " | CPU fused / reference |"
               + (" published (its own setting; same setting only where this model's matches) |"
                  if has_published else ""),
-              "|---" * (7 + len(throughput) + (2 if has_intervals else 0) + has_published) + "|"]
+              "|---" * (7 + len(throughput) + (2 if has_intervals else 0) + has_baseline
+                        + has_published) + "|"]
     for _, line in summary.iterrows():
         sd = "" if math.isnan(line["test_nll_sd"]) else f" ± {line['test_nll_sd']:.2f}"
         speeds = " | ".join("-" if pd.isna(line[column]) else f"{line[column]:.0f}"
@@ -317,6 +339,10 @@ def summary_markdown(table: pd.DataFrame, title: str, directory: Path | None = N
             intervals = ("-" if ci is None or pd.isna(ci) else f"± {ci:.2f}") + " | " + (
                 "-" if vs is None or pd.isna(vs) else
                 f"{_cell(vs, signed=True)} ± {_cell(line['vs_best_ci95'])}") + " | "
+        if has_baseline:
+            vs = line.get("vs_baseline")
+            intervals += ("-" if vs is None or pd.isna(vs) else
+                          f"{_cell(vs, signed=True)} ± {_cell(line['vs_baseline_ci95'])}") + " | "
         cited = f" {line.get('published') or '-'} |" if has_published else ""
         estimator = line["estimator"]
         if line.get("test_ess_p1", math.inf) < TINY_ESS:
@@ -413,7 +439,8 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
     return f"# {title}\n\n{note}\n\n{shown.to_markdown(index=False)}\n"
 
 
-def results_markdown(table: pd.DataFrame, title: str, directory: Path | None = None) -> str:
+def results_markdown(table: pd.DataFrame, title: str, directory: Path | None = None,
+                     baseline: str | None = None) -> str:
     """results.md: the summary per model (mean ± sd over seeds, intervals over test
     examples from the per-example files under `directory`, throughput per device), then
     every row."""
@@ -422,14 +449,15 @@ def results_markdown(table: pd.DataFrame, title: str, directory: Path | None = N
     else:
         rows = table
     details = to_markdown(rows, "All rows").replace("# All rows", "## All rows", 1)
-    return summary_markdown(table, title, directory) + "\n" + details
+    return summary_markdown(table, title, directory, baseline) + "\n" + details
 
 
-def write_results_markdown(table: pd.DataFrame, directory: Path) -> Path:
+def write_results_markdown(table: pd.DataFrame, directory: Path, baseline: str | None = None) -> Path:
     """Writes directory/results.md for the table of a results folder <dataset>/<profile>."""
     directory = Path(directory)
     title = f"{directory.parent.name}, profile {directory.name}"
-    return write_text_atomic(directory / "results.md", results_markdown(table, title, directory))
+    return write_text_atomic(directory / "results.md",
+                             results_markdown(table, title, directory, baseline))
 
 
 def results_folders(out_dir: str | Path) -> list[Path]:
@@ -440,12 +468,24 @@ def results_folders(out_dir: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def write_tables(out_dir: str | Path) -> list[Path]:
-    """Rewrites every results folder's views (results.csv, results.md) from its store;
+def write_tables(out_dir: str | Path, baseline: str | None = None) -> list[Path]:
+    """Rewrites every results folder's views (results.csv, results.md) from its store,
+    with paired differences to the model labelled `baseline` where a folder has it;
     returns the files written."""
     written = []
     for folder in results_folders(out_dir):
         table = read_results(folder)
         write_views(table, folder)
-        written += [folder / "results.csv", write_results_markdown(table, folder)]
+        written += [folder / "results.csv", write_results_markdown(table, folder, baseline)]
     return written
+
+
+def model_labels(out_dir: str | Path) -> dict[Path, list[str]]:
+    """{results folder: the labels of its models} under out_dir (`report --baseline`)."""
+    labels = {}
+    for folder in results_folders(out_dir):
+        table = finished(read_results(folder))
+        if not table.empty:
+            table = table.assign(_group=_model_groups(table))
+            labels[folder] = sorted(_group_labels(table).values())
+    return labels

@@ -167,14 +167,17 @@ def checkpoint_path(directory: Path, spec: RunSpec) -> Path:
 
 def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = None, show_progress: bool = True,
             checkpoint: Path | None = None, checkpoint_seconds: float = 300.0,
-            directory: Path | None = None, budget_curve: bool = True) -> dict:
+            directory: Path | None = None, budget_curve: bool = True,
+            tensorboard: str | Path | None = None) -> dict:
     """Trains `spec` on `data` (on `device`, default the spec's device type) and returns
     its results row. With `checkpoint`, training saves its state there every
     `checkpoint_seconds` and at its end, and resumes from it (see `train`). With
     `directory` (a results folder), the run keeps its files there, named by the row's
     `artifact` (`artifact_paths`): the trained model (`saved.save_model`), the per-example
     test NLLs and bounds, the training curve, the budget curve (`budget.BudgetCurve`, unless
-    `budget_curve` is False: the row's figures are the same either way) and a sample grid."""
+    `budget_curve` is False: the row's figures are the same either way) and a sample grid.
+    With `tensorboard` (a folder), the run's curves are logged there too
+    (`tensorboard_log.TensorBoardLog`; the row is the same either way)."""
     if data.name != spec.dataset or data.binarization != spec.binarization:
         raise ValueError(f"the spec is of {spec.dataset} ({spec.binarization}), "
                          f"the data {data.name} ({data.binarization})")
@@ -186,9 +189,22 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
     rank, processes = world()
     check_before_training(method, train_x, record_of(method).recipe.batch_size(method, profile))
     curve = BudgetCurve(method, train_x, data.test.to(device), spec.seed) if budget_curve and rank == 0 else None
+    board = None
+    if tensorboard is not None and rank == 0:
+        from genvar_bench.tensorboard_log import TensorBoardLog
+
+        rates = [settings.get("lr", math.nan)
+                 for settings in record_of(method).recipe.epoch_settings(method, profile)]
+        board = TensorBoardLog(tensorboard, spec, method, data, rates, spec.seed)
+    callbacks = [callback for callback in (curve, board) if callback is not None]
+
+    def on_epoch(stats) -> None:
+        for callback in callbacks:  # the curve first: the log shows its new point
+            callback(stats)
+
     stats = train(method, data.training_data.to(device), profile, spec.seed,
                   show_progress and rank == 0, spec.label, checkpoint, checkpoint_seconds,
-                  on_epoch=curve, binarize=data.dynamic)
+                  on_epoch=on_epoch if callbacks else None, binarize=data.dynamic)
     if rank != 0:
         return {}  # data-parallel training: process 0 scores and writes the row
     artifact = artifact_name(spec)
@@ -213,7 +229,7 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
         save_per_example(per_example, paths["per_example_path"])
     if "samples_path" in paths:
         save_samples(method, data, paths["samples_path"])
-    return {
+    row = {
         "dataset": data.name, "profile": spec.profile, "status": "ok", "error": "",
         **spec.key_fields(), "spec_hash": spec.hash, **scores,
         "train_examples_per_s": stats.examples_per_second, "train_seconds": stats.seconds,
@@ -228,6 +244,9 @@ def run_one(spec: RunSpec, data: Dataset, device: str | torch.device | None = No
         "budget_curve_estimator": f"{curve.estimator} on {curve.subset}" if curve is not None else "",
         "budget_curve_seconds": sum(point[3] for point in stats.curve),
     }
+    if board is not None:
+        board.finish(row)
+    return row
 
 
 def check_before_training(method, train_x: torch.Tensor, batch_size: int) -> None:

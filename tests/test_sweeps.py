@@ -153,3 +153,14 @@ def test_every_sweep_file_is_committed_with_a_table_or_its_command():
         text = path.read_text()
         assert f"run --config sweeps/{path.name}" in text, f"{path.name} says how to run it"
         assert any(name == path.name for name, _, _ in COMMITTED), f"{path.name} has a table here"
+
+
+def test_a_sweep_shows_rows_done_out_of_all_with_an_eta(tmp_path, capsys):
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL)
+    assert cli.main(["run", "--config", str(config), "--out", str(tmp_path), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "4 rows to train" in err
+    assert [line.split()[1] for line in err.splitlines() if line.strip().startswith("rows ")] == \
+        ["1/4", "2/4", "3/4", "4/4"]
+    assert "left" in err.split("rows 3/4")[1].splitlines()[0]

@@ -68,6 +68,10 @@ def add_parser(commands) -> None:
                           "--executor, ...)")
     run.add_argument("--out", default=None, help="results folder (default: the sweep file's "
                                                  "out, else results/)")
+    run.add_argument("--tensorboard", default=None, metavar="DIR",
+                     help="also log each row's curves, bounds and sample grids for TensorBoard "
+                          "under DIR (one run per row; pip install -e \".[tensorboard]\"), then "
+                          "tensorboard --logdir DIR")
     run.add_argument("--data-dir", default=None, help="folder holding binarized_mnist.npz or the Fashion-MNIST idx files (fashion-mnist/)")
     run.add_argument("--epochs", type=arguments.positive_int, default=None,
                      help="override the profile's number of epochs (its schedule is cut)")
@@ -201,6 +205,13 @@ def checked_settings(args):
     if not math.isfinite(args.checkpoint_minutes):
         sys.exit(f"error: --checkpoint-minutes must be a finite number, got {args.checkpoint_minutes}")
     capacity.check_out_dir(args.out)
+    if getattr(args, "tensorboard", None):
+        from genvar_bench.tensorboard_log import available
+
+        problem = available()
+        if problem is not None:
+            sys.exit(f"error: {problem}")
+        capacity.writable_folder(Path(args.tensorboard), "--tensorboard")
     # Under torchrun every process trains each configuration on its share of the batches;
     # process 0 alone scores, prints and writes.
     rank, args.devices = parallel.join_group(args.devices)
@@ -242,9 +253,11 @@ def plan_run(args, profile, dataset, rank: int = 0) -> Plan:
         checkpoint = runner.checkpoint_path(directory, spec)
         if args.force and rank == 0:
             checkpoint.unlink(missing_ok=True)
-        plan.jobs.append(executors.Job(where, spec, device, dict(
-            show_progress=rank == 0 and not args.no_progress, checkpoint=checkpoint,
-            checkpoint_seconds=60 * args.checkpoint_minutes, directory=directory)))
+        arguments = dict(show_progress=rank == 0 and not args.no_progress, checkpoint=checkpoint,
+                         checkpoint_seconds=60 * args.checkpoint_minutes, directory=directory)
+        if getattr(args, "tensorboard", None):
+            arguments["tensorboard"] = Path(args.tensorboard).absolute()
+        plan.jobs.append(executors.Job(where, spec, device, arguments))
     if rank == 0 and plan.jobs:
         capacity.check_jobs(plan.jobs, directory, dataset, args.allow_large)
     return plan

@@ -152,6 +152,8 @@ def test_every_sweep_file_is_committed_with_a_table_or_its_command():
     for path in sorted((REPO / "sweeps").glob("*.yaml")):
         text = path.read_text()
         assert f"run --config sweeps/{path.name}" in text, f"{path.name} says how to run it"
+        if path.name == "demo.yaml":  # scripts/demo.sh's, into my-results/
+            continue
         assert any(name == path.name for name, _, _ in COMMITTED), f"{path.name} has a table here"
 
 
@@ -164,3 +166,12 @@ def test_a_sweep_shows_rows_done_out_of_all_with_an_eta(tmp_path, capsys):
     assert [line.split()[1] for line in err.splitlines() if line.strip().startswith("rows ")] == \
         ["1/4", "2/4", "3/4", "4/4"]
     assert "left" in err.split("rows 3/4")[1].splitlines()[0]
+
+
+def test_the_demo_is_the_digits_tables_seed_0_of_run_all(monkeypatch):
+    monkeypatch.chdir(REPO)
+    demo = set(planned_hashes(REPO / "sweeps" / "demo.yaml"))
+    committed = read_results(REPO / "results" / "digits" / "quick")
+    seed_0_all = committed[(committed["seed"] == 0) & (committed["backend"] == "fused")
+                           & (committed["method"] != "iwae-dreg")]
+    assert demo == set(seed_0_all["spec_hash"]) and len(demo) == 12

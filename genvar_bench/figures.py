@@ -41,8 +41,57 @@ def _save(figure, path: Path) -> None:
                                                         format="png"))
 
 
+def _families(frame: pd.DataFrame) -> pd.DataFrame:
+    """frame with a `family` column (`family_of` its method)."""
+    return frame.assign(family=frame["method"].astype(str).map(family_of))
+
+
+def _model_palette(frame: pd.DataFrame) -> dict[str, str]:
+    """{model label: its family's colour}."""
+    return {model: family_colour(str(method))
+            for model, method in frame[["model", "method"]].drop_duplicates().itertuples(index=False)}
+
+
+def _family_legend(axis, families, **kwargs) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=FAMILY_COLOURS[family], label=family) for family in sorted(set(families))]
+    axis.legend(handles=handles, title="family", fontsize=7, title_fontsize=7, **kwargs)
+
+
+def _line_styles(models: list[str]) -> dict[str, tuple]:
+    """A dash pattern per model, told apart within a family (the colour says the family)."""
+    patterns = [(None, None), (4, 2), (1, 1.5), (6, 2, 1, 2), (2, 3), (8, 3)]
+    return {model: patterns[index % len(patterns)] for index, model in enumerate(models)}
+
+
+def _family_lines(axis, frame: pd.DataFrame, x: str, y: str, markers: bool = True) -> None:
+    """One line per model (mean over its rows, a band of ± sd where several), in its
+    family's colour, models of one family told apart by dashes and markers."""
+    marker_cycle = "osD^vP*X"
+    for family, members in frame.groupby("family", sort=True):
+        for index, (model, rows) in enumerate(members.groupby("model", sort=True)):
+            stats = rows.groupby(x)[y].agg(["mean", "std", "count"]).reset_index()
+            dashes = _line_styles(sorted(members["model"].unique()))[model]
+            line, = axis.plot(stats[x], stats["mean"], color=FAMILY_COLOURS[family],
+                              marker=marker_cycle[index % len(marker_cycle)] if markers else None,
+                              markersize=4, linewidth=1.3, label=model)
+            if dashes[0] is not None:
+                line.set_dashes(dashes)
+            spread = stats["count"] > 1
+            if spread.any():
+                axis.fill_between(stats[x][spread], (stats["mean"] - stats["std"])[spread],
+                                  (stats["mean"] + stats["std"])[spread],
+                                  color=FAMILY_COLOURS[family], alpha=0.15, linewidth=0)
+
+
+def _legend_outside(axis, **kwargs) -> None:
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, **kwargs)
+
+
 def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Path]:
-    """The figures of one results table, as PNGs under directory/figures/."""
+    """The figures of one results table, as PNGs under directory/figures/; every figure
+    gives a family one colour (`FAMILY_COLOURS`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -54,37 +103,41 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
         return []
     table["_group"] = _model_groups(table)
     table["model"] = table["_group"].map(_group_labels(table))
+    table = _families(table)
     written = []
 
     # Test NLL by model, error bars the sd over seeds, published marks where they match.
     scored = table[table["backend"] == "fused"]
     scored = scored if not scored.empty else table
     order = sorted(scored["model"].unique())
-    figure, axes = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
+    figure, axes = plt.subplots(figsize=(7.5, 0.35 * len(order) + 1.6))
     sns.barplot(data=scored, y="model", x="test_nll", order=order, errorbar="sd", ax=axes,
-                color="tab:blue")
+                hue="model", palette=_model_palette(scored), legend=False)
     low = scored["test_nll"].min()
     # Each source numbered at its marks and named in full under the axes: long labels
     # beside the marks would overlap one another.
     notes: list[str] = []
     for name, method, k, layers, value, source, setting in PUBLISHED:
         model = f"{method} k={k}"
-        matches = [index for index, entry in enumerate(order) if entry.split(" [")[0] == model
+        matches = [index for index, entry in enumerate(order) if entry.split(" [")[0].split(" (")[0] == model
                    and name == dataset and (layers == 1) == (" L=" not in entry)]
         if not matches:
             continue
         notes.append(f"[{len(notes) + 1}] {value:.2f}: {source}; {_setting_text(setting)}")
         for index in matches:
-            axes.plot(value, index, marker="D", color="tab:red", markersize=6)
+            axes.plot(value, index, marker="D", color="black", markersize=5)
             axes.annotate(f"[{len(notes)}]", (value, index), xytext=(-4, 7 if len(notes) % 2 else -13),
-                          textcoords="offset points", fontsize=7, color="tab:red")
+                          textcoords="offset points", fontsize=7, color="black")
             low = min(low, value)
-    if notes:
-        figure.text(0.01, -0.02 * len(notes), "published, each in its own setting:\n" + "\n".join(notes),
-                    fontsize=7, color="tab:red", va="top")
     axes.set_xlim(left=max(0.0, low - 0.1 * abs(low)))
     axes.set_xlabel("test NLL, nats (estimators differ: see results.md)")
-    axes.set_title(f"{dataset}: test NLL by model (red: published, each in its own setting)")
+    axes.set_ylabel("")
+    axes.set_title(f"{dataset}: test NLL by model" + (" (black: published, each in its own setting)"
+                                                      if notes else ""))
+    _family_legend(axes, scored["family"], loc="lower right")
+    if notes:
+        axes.text(0.0, -0.09 - 0.3 / max(1, len(order)) * 3, "published, each in its own setting:\n"
+                  + "\n".join(notes), transform=axes.transAxes, fontsize=7, va="top")
     written.append(directory / "figures" / "test_nll.png")
     _save(figure, written[-1])
     plt.close(figure)
@@ -93,36 +146,44 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
     columns = sorted((column for column in scored.columns if column.startswith("test_iw_bound_k")),
                      key=lambda column: int(column.rsplit("k", 1)[1]))
     if columns:
-        long = scored.melt(id_vars=["model"], value_vars=columns, var_name="samples",
+        long = scored.melt(id_vars=["model", "method", "family"], value_vars=columns, var_name="samples",
                            value_name="bound").dropna()
         if not long.empty:
             long["samples"] = long["samples"].str.rsplit("k", n=1).str[1].astype(int)
             figure, axes = plt.subplots(figsize=(7, 4))
-            sns.lineplot(data=long, x="samples", y="bound", hue="model", marker="o", ax=axes)
+            _family_lines(axes, long, "samples", "bound")
             axes.set_xscale("log")
             axes.set_xlabel("k (samples of q, resampled)")
             axes.set_ylabel("-log (1/k) sum_i w_i, nats")
             axes.set_title(f"{dataset}: the k-sample bound tightens with k")
-            axes.legend(fontsize=6)
+            _legend_outside(axes)
             written.append(directory / "figures" / "bound_vs_k.png")
             _save(figure, written[-1])
             plt.close(figure)
 
-    # Training curves, from the histories the runs wrote.
+    # Training curves against passes, from the histories the runs wrote: the bounds in nats
+    # in one panel, the surrogates (DAE reconstruction, RBM CD objective) in another.
     curves = []
-    for path in sorted((directory / "histories").glob("*.csv")):
-        history = pd.read_csv(path)
-        history["run"] = path.stem
-        curves.append(history)
+    for _, row in scored.iterrows():
+        artifact = row.get("artifact")
+        path = directory / "histories" / f"{artifact}.csv"
+        if isinstance(artifact, str) and artifact and path.is_file():
+            history = pd.read_csv(path)
+            curves.append(history.assign(model=row["model"], method=row["method"], family=row["family"]))
     if curves:
         curves = pd.concat(curves, ignore_index=True)
-        figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for axis, x in zip(axes, ("seconds", "epoch")):
-            sns.lineplot(data=curves, x=x, y="loss", hue="run", ax=axis, legend=axis is axes[1])
-            axis.set_ylabel("training loss: the bound (DAE: reconstruction; RBM: CD surrogate)")
-        axes[1].legend(fontsize=5)
-        axes[0].set_xlabel("wall-clock seconds")
-        figure.suptitle(f"{dataset}: training curves")
+        surrogate = curves["family"].isin(["DAE", "RBM"])
+        panels = [(curves[~surrogate], "training bound, nats (its own k)"),
+                  (curves[surrogate], "surrogate (DAE: reconstruction, RBM: CD)")]
+        panels = [(frame, label) for frame, label in panels if not frame.empty]
+        figure, grid = plt.subplots(len(panels), 1, figsize=(10, 3.8 * len(panels)), squeeze=False)
+        for axis, (frame, label) in zip(grid[:, 0], panels):
+            _family_lines(axis, frame, "epoch", "loss", markers=False)
+            axis.set_xlabel("training passes")
+            axis.set_ylabel(label)
+            _legend_outside(axis)
+        figure.suptitle(f"{dataset}: training curves (mean over seeds, band ± sd)")
+        figure.tight_layout()
         written.append(directory / "figures" / "training_curves.png")
         _save(figure, written[-1])
         plt.close(figure)
@@ -130,14 +191,21 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
     written += budget_figure(scored, directory, dataset)
     written += diagnostics_figures(scored, directory, dataset)
 
-    # Throughput per method, device and backend.
+    # Throughput per model, one panel per device and backend.
     table["device, backend"] = table["device"] + ", " + table["backend"]
-    figure, axes = plt.subplots(figsize=(7, 0.35 * len(order) + 1.5))
-    sns.barplot(data=table, y="model", x="train_examples_per_s", hue="device, backend",
-                order=order, errorbar=None, ax=axes)
-    axes.set_xscale("log")
-    axes.set_xlabel("training examples per second")
-    axes.set_title(f"{dataset}: throughput")
+    kinds = sorted(table["device, backend"].unique())
+    figure, grid = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds) + 3, 0.35 * len(order) + 1.6),
+                                squeeze=False, sharey=True)
+    for axis, kind in zip(grid[0], kinds):
+        rows = table[table["device, backend"] == kind]
+        sns.barplot(data=rows, y="model", x="train_examples_per_s", order=order, errorbar=None, ax=axis,
+                    hue="model", palette=_model_palette(table), legend=False)
+        axis.set_xscale("log")
+        axis.set_xlabel("training examples per second")
+        axis.set_ylabel("")
+        axis.set_title(kind)
+    _family_legend(grid[0][-1], table["family"], loc="lower right")
+    figure.suptitle(f"{dataset}: throughput")
     written.append(directory / "figures" / "throughput.png")
     _save(figure, written[-1])
     plt.close(figure)
@@ -146,36 +214,39 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
 
 def budget_figure(scored: pd.DataFrame, directory: Path, dataset: str) -> list[Path]:
     """Test NLL on the curve's subset against training passes (log axis), mean ± sd over
-    seeds, one panel per family (method), the published figures marked at their budget."""
+    seeds, one panel per family, the published figures marked at their budget."""
     import json
 
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     if "budget_curve" not in scored:
         return []
-    points = [{"model": row["model"], "method": row["method"], "seed": row["seed"], **point}
+    points = [{"model": row["model"], "method": row["method"], "family": family_of(str(row["method"])),
+               "seed": row["seed"], "subset": str(row.get("budget_curve_estimator", "")), **point}
               for _, row in scored.iterrows() if isinstance(row["budget_curve"], str)
               for point in json.loads(row["budget_curve"])]
     if not points:
         return []
     long = pd.DataFrame(points)
-    methods = sorted(long["method"].unique())
-    figure, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods) + 1, 3.6),
+    families = sorted(long["family"].unique())
+    figure, axes = plt.subplots(1, len(families), figsize=(3.6 * len(families) + 2.5, 3.8),
                                 squeeze=False, sharey=True)
-    for axis, method in zip(axes[0], methods):
-        sns.lineplot(data=long[long["method"] == method], x="epochs", y="test_nll", hue="model",
-                     errorbar="sd", marker="o", ax=axis)
+    for axis, family in zip(axes[0], families):
+        members = long[long["family"] == family]
+        _family_lines(axis, members, "epochs", "test_nll")
         for name, published_method, k, layers, value, source, setting in PUBLISHED:
-            if name == dataset and published_method == method and setting.get("epochs"):
-                axis.plot(setting["epochs"], value, marker="D", color="tab:red")
+            if (name == dataset and family_of(published_method) == family and setting.get("epochs")):
+                axis.plot(setting["epochs"], value, marker="D", color="black", markersize=5)
+                axis.annotate(f"{value:.2f}", (setting["epochs"], value), xytext=(-6, 6),
+                              textcoords="offset points", fontsize=6, ha="right")
         axis.set_xscale("log")
-        axis.set_title(method)
+        axis.set_title(family)
         axis.set_xlabel("training passes")
-        axis.legend(fontsize=6)
-    axes[0][0].set_ylabel("test NLL on the curve's subset, nats")
-    figure.suptitle(f"{dataset}: test NLL against the training budget "
-                    "(red: published, at its budget)")
+        axis.legend(fontsize=6, loc="upper right")
+    estimators_used = sorted(set(long["subset"]) - {""})
+    axes[0][0].set_ylabel("test NLL, nats")
+    figure.suptitle(f"{dataset}: test NLL against the training budget (black: published, at its budget)\n"
+                    + "; ".join(estimators_used), fontsize=8)
     path = directory / "figures" / "budget.png"
     _save(figure, path)
     plt.close(figure)
@@ -197,31 +268,34 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
         return written
     if "elbo_gap" in summary and summary["elbo_gap"].notna().any():
         gaps = summary[summary["elbo_gap"].notna()].reset_index(drop=True)
-        figure, axes = plt.subplots(figsize=(7, 0.45 * len(gaps) + 1.6))
+        colours = [family_colour(str(method)) for method in gaps["method"]]
+        figure, axes = plt.subplots(figsize=(7.5, 0.5 * len(gaps) + 1.8))
         rows = range(len(gaps))
-        for offset, name, label, colour in ((-0.2, "elbo_gap", "ELBO - NLL: E KL(q(tau|x) || p(tau|x))", "tab:blue"),
-                                            (0.2, "k_gap", "k-sample bound - NLL (its own k)", "tab:orange")):
+        for offset, name, label, hatch in ((-0.2, "elbo_gap", "ELBO - NLL: E KL(q(tau|x) || p(tau|x))", ""),
+                                           (0.2, "k_gap", "k-sample bound - NLL (its own k)", "///")):
             values = gaps[name] if name in gaps else pd.Series([math.nan] * len(gaps))
             errors = gaps[f"{name}_ci95"] if f"{name}_ci95" in gaps else None
-            axes.barh([row + offset for row in rows], values, height=0.38, xerr=errors,
-                      color=colour, label=label, capsize=2)
+            axes.barh([row + offset for row in rows], values, height=0.38, xerr=errors, color=colours,
+                      alpha=1.0 if not hatch else 0.45, hatch=hatch, edgecolor="white", capsize=2,
+                      label=label)
         axes.set_yticks(list(rows), gaps["model"])
         axes.invert_yaxis()
         axes.set_xlabel("nats per test example (95% interval over test examples)")
-        axes.set_title(f"{dataset}: the posterior gap of each model's q "
-                       "(RBM: zero by construction; diffusion: its NLL is its bound)", fontsize=8)
+        axes.set_title(f"{dataset}: the posterior gap of each model's q\n"
+                       "(RBM: zero by construction; diffusion: its NLL is its bound)", fontsize=9)
         axes.legend(fontsize=7, loc="lower right")
         written.append(directory / "figures" / "posterior_gap.png")
         _save(figure, written[-1])
         plt.close(figure)
     if "test_ess_mean" in summary and summary["test_ess_mean"].notna().any():
         ess = summary[summary["test_ess_mean"].notna()].reset_index(drop=True)
-        figure, axes = plt.subplots(figsize=(7, 0.45 * len(ess) + 1.6))
+        colours = [family_colour(str(method)) for method in ess["method"]]
+        figure, axes = plt.subplots(figsize=(7.5, 0.5 * len(ess) + 1.8))
         rows = range(len(ess))
-        axes.barh([row - 0.2 for row in rows], ess["test_ess_mean"], height=0.38,
-                  color="tab:blue", label="mean over test examples")
-        axes.barh([row + 0.2 for row in rows], ess["test_ess_p1"], height=0.38,
-                  color="tab:red", label="the worst 1% (1st percentile)")
+        axes.barh([row - 0.2 for row in rows], ess["test_ess_mean"], height=0.38, color=colours,
+                  label="mean over test examples")
+        axes.barh([row + 0.2 for row in rows], ess["test_ess_p1"], height=0.38, color=colours,
+                  alpha=0.45, hatch="///", edgecolor="white", label="the worst 1% (1st percentile)")
         axes.set_yticks(list(rows), [f"{model} ({estimator})" for model, estimator
                                      in zip(ess["model"], ess["estimator"])])
         axes.invert_yaxis()
@@ -233,23 +307,25 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
         _save(figure, written[-1])
         plt.close(figure)
     if "grad_snr_q" in summary and summary["grad_snr_q"].notna().any():
-        snr = summary[summary["grad_snr_q"].notna()]
-        figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        snr = summary[summary["grad_snr_q"].notna()].copy()
+        snr["estimator_name"] = snr["model"].str.replace(r" ?k=\d+", "", regex=True)
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+        markers = "osD^vP"
         for axis, part, title in ((axes[0], "q", "q's parameters (inference)"),
                                   (axes[1], "p", "p's parameters (generation)")):
-            for colour, (label, lines) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"],
-                                              snr.groupby(snr["model"].str.replace(r" ?k=\d+", "", regex=True))):
+            for index, (label, lines) in enumerate(snr.groupby("estimator_name", sort=True)):
                 lines = lines.sort_values("k")
-                axis.plot(lines["k"], lines[f"grad_snr_{part}"], marker="o", color=colour,
-                          label=f"{label} trained")
-                axis.plot(lines["k"], lines[f"grad_snr_{part}_init"], marker="x", linestyle="--",
-                          color=colour, label=f"{label} at initialisation")
+                colour = family_colour(str(lines["method"].iloc[0]))
+                axis.plot(lines["k"], lines[f"grad_snr_{part}"], marker=markers[index % len(markers)],
+                          color=colour, label=f"{label}, trained")
+                axis.plot(lines["k"], lines[f"grad_snr_{part}_init"], marker=markers[index % len(markers)],
+                          linestyle="--", color=colour, alpha=0.6, label=f"{label}, at initialisation")
             axis.set_xscale("log")
             axis.set_yscale("log")
             axis.set_xlabel("k (samples per gradient)")
             axis.set_title(title)
         axes[0].set_ylabel("SNR: mean over parameters of |E g| / sd g")
-        axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
+        _legend_outside(axes[1])
         figure.suptitle(f"{dataset}: gradient signal-to-noise ratio against k "
                         "(Rainforth et al. 2018: IWAE's q falls as 1/sqrt(k), p's rises)")
         written.append(directory / "figures" / "gradient_snr.png")

@@ -85,6 +85,15 @@ def _family_lines(axis, frame: pd.DataFrame, x: str, y: str, markers: bool = Tru
                                   color=FAMILY_COLOURS[family], alpha=0.15, linewidth=0)
 
 
+def _kind_legend(axis, solid: str, hatched: str) -> None:
+    """A legend of what solid and hatched bars mean (their colour is the family's)."""
+    from matplotlib.patches import Patch
+
+    axis.legend(handles=[Patch(facecolor="0.35", label=solid),
+                         Patch(facecolor="0.35", alpha=0.45, hatch="///", edgecolor="white", label=hatched)],
+                fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+
+
 def _legend_outside(axis, **kwargs) -> None:
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, **kwargs)
 
@@ -229,24 +238,27 @@ def budget_figure(scored: pd.DataFrame, directory: Path, dataset: str) -> list[P
         return []
     long = pd.DataFrame(points)
     families = sorted(long["family"].unique())
-    figure, axes = plt.subplots(1, len(families), figsize=(3.6 * len(families) + 2.5, 3.8),
+    figure, axes = plt.subplots(1, len(families), figsize=(3.6 * len(families) + 2.5, 4.8),
                                 squeeze=False, sharey=True)
     for axis, family in zip(axes[0], families):
         members = long[long["family"] == family]
         _family_lines(axis, members, "epochs", "test_nll")
-        for name, published_method, k, layers, value, source, setting in PUBLISHED:
-            if (name == dataset and family_of(published_method) == family and setting.get("epochs")):
-                axis.plot(setting["epochs"], value, marker="D", color="black", markersize=5)
-                axis.annotate(f"{value:.2f}", (setting["epochs"], value), xytext=(-6, 6),
-                              textcoords="offset points", fontsize=6, ha="right")
+        shown = {label.split(" [")[0].split(" (")[0] for label in members["model"]}
+        for index, (name, published_method, k, layers, value, source, setting) in enumerate(PUBLISHED):
+            if (name == dataset and f"{published_method} k={k}" in shown and layers == 1
+                    and setting.get("epochs")):
+                axis.plot(setting["epochs"], value, marker="DsP^v*"[index % 6], color="black",
+                          markersize=5, linestyle="none",
+                          label=f"published {published_method} k={k}: {value:.2f} ({source})")
         axis.set_xscale("log")
         axis.set_title(family)
         axis.set_xlabel("training passes")
-        axis.legend(fontsize=6, loc="upper right")
+        axis.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     estimators_used = sorted(set(long["subset"]) - {""})
     axes[0][0].set_ylabel("test NLL, nats")
     figure.suptitle(f"{dataset}: test NLL against the training budget (black: published, at its budget)\n"
                     + "; ".join(estimators_used), fontsize=8)
+    figure.subplots_adjust(top=0.84, bottom=0.32)
     path = directory / "figures" / "budget.png"
     _save(figure, path)
     plt.close(figure)
@@ -283,7 +295,7 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
         axes.set_xlabel("nats per test example (95% interval over test examples)")
         axes.set_title(f"{dataset}: the posterior gap of each model's q\n"
                        "(RBM: zero by construction; diffusion: its NLL is its bound)", fontsize=9)
-        axes.legend(fontsize=7, loc="lower right")
+        _kind_legend(axes, "ELBO - NLL: E KL(q(tau|x) || p(tau|x))", "k-sample bound - NLL (its own k)")
         written.append(directory / "figures" / "posterior_gap.png")
         _save(figure, written[-1])
         plt.close(figure)
@@ -302,7 +314,7 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
         axes.set_xscale("log")
         axes.set_xlabel("effective sample size (sum w)^2 / sum w^2 of the test estimator's K weights")
         axes.set_title(f"{dataset}: how many of the test NLL's importance samples count")
-        axes.legend(fontsize=7, loc="lower right")
+        _kind_legend(axes, "mean over test examples", "the worst 1% (1st percentile)")
         written.append(directory / "figures" / "ess.png")
         _save(figure, written[-1])
         plt.close(figure)
@@ -322,6 +334,9 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
                           linestyle="--", color=colour, alpha=0.6, label=f"{label}, at initialisation")
             axis.set_xscale("log")
             axis.set_yscale("log")
+            ticks = sorted(snr["k"].astype(int).unique())
+            axis.set_xticks(ticks, [str(k) for k in ticks])
+            axis.minorticks_off()
             axis.set_xlabel("k (samples per gradient)")
             axis.set_title(title)
         axes[0].set_ylabel("SNR: mean over parameters of |E g| / sd g")

@@ -217,9 +217,13 @@ def diagnostic_columns(rows: pd.DataFrame, directory: Path | None) -> dict:
     line: dict = {}
     k = int(rows["k"].iloc[0])
     for name, key in (("elbo_gap", "test_iw_bound_k1"), ("k_gap", f"test_iw_bound_k{k}")):
-        values = per_example_values(rows, directory, key, minus="test_nll")
+        # the rows whose per-example files hold the bound (older files have the NLL only)
+        having = rows[[per_example_values(rows.iloc[[index]], directory, key) is not None
+                       for index in range(len(rows))]]
+        values = per_example_values(having, directory, key, minus="test_nll") if len(having) else None
         if values is not None:
             line[name], line[f"{name}_ci95"] = mean_interval(values)
+            line["gap_seeds"] = len(having)
     for column, reduce in (("test_ess_mean", "mean"), ("test_ess_p1", "min"),
                            ("grad_snr_q", "mean"), ("grad_snr_p", "mean"),
                            ("grad_snr_q_init", "mean"), ("grad_snr_p_init", "mean")):
@@ -372,11 +376,12 @@ def diagnostics_markdown(summary: pd.DataFrame) -> list[str]:
              "per-example values averaged over seeds. The RBM's q is its own posterior (no gap) "
              "and diffusion's NLL is its bound: neither has a row here. ESS: the test "
              "estimator's effective sample size (sum w)^2 / sum w^2 of its K weights, mean over "
-             "test examples and the 1st percentile (the worst 1%). SNR: |E g| / sd g per "
+             "test examples and the 1st percentile (the worst 1%). seeds: those whose per-example "
+             "files hold the bounds (older files hold the NLL only). SNR: |E g| / sd g per "
              "parameter averaged over q's and over p's parameters, trained (at initialisation), "
              "from `python -m genvar_bench diagnose`.", "",
-             "| model | ELBO - NLL | k-bound - NLL | ESS mean | ESS worst 1% | SNR q trained (init) "
-             "| SNR p trained (init) |", "|---" * 7 + "|"]
+             "| model | ELBO - NLL | k-bound - NLL | seeds | ESS mean | ESS worst 1% | SNR q trained (init) "
+             "| SNR p trained (init) |", "|---" * 8 + "|"]
 
     def gap(line, name):
         value = line.get(name)
@@ -389,7 +394,8 @@ def diagnostics_markdown(summary: pd.DataFrame) -> list[str]:
         return f"{value:.3f} ({_cell(line.get(f'grad_snr_{part}_init'), digits=3)})"
 
     for _, line in summary.iterrows():
-        cells = [gap(line, "elbo_gap"), gap(line, "k_gap"), _cell(line.get("test_ess_mean"), 1),
+        cells = [gap(line, "elbo_gap"), gap(line, "k_gap"), _cell(line.get("gap_seeds"), 0),
+                 _cell(line.get("test_ess_mean"), 1),
                  _cell(line.get("test_ess_p1"), 1), snr(line, "q"), snr(line, "p")]
         if set(cells) != {"-"}:
             lines.append(f"| {line['model']} | " + " | ".join(cells) + " |")

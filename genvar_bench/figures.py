@@ -70,9 +70,10 @@ def _family_lines(axis, frame: pd.DataFrame, x: str, y: str, markers: bool = Tru
     family's colour, models of one family told apart by dashes and markers."""
     marker_cycle = "osD^vP*X"
     for family, members in frame.groupby("family", sort=True):
+        styles = _line_styles(sorted(members["model"].unique()))
         for index, (model, rows) in enumerate(members.groupby("model", sort=True)):
             stats = rows.groupby(x)[y].agg(["mean", "std", "count"]).reset_index()
-            dashes = _line_styles(sorted(members["model"].unique()))[model]
+            dashes = styles[model]
             line, = axis.plot(stats[x], stats["mean"], color=FAMILY_COLOURS[family],
                               marker=marker_cycle[index % len(marker_cycle)] if markers else None,
                               markersize=4, linewidth=1.3, label=model)

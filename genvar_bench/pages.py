@@ -351,14 +351,16 @@ def model_page(line, rows: pd.DataFrame, folder: Path, out_dir: Path, title: str
     return _page(f"{model}: {title}", "\n".join(body))
 
 
-def folder_page(folder: Path, out_dir: Path, baseline: str | None = None) -> list[Path]:
-    """index.html of one results folder and its model pages; the files written."""
+def folder_page(folder: Path, out_dir: Path,
+                baseline: str | None = None) -> tuple[list[Path], pd.DataFrame]:
+    """index.html of one results folder and its model pages: the files written and the
+    folder's summary (`tables.summarize`)."""
     from genvar_bench.results import read_results
     from genvar_bench.tables import _group_labels, _model_groups, finished, summarize
 
     table = finished(read_results(folder))
     if table.empty:
-        return []
+        return [], pd.DataFrame()
     summary = summarize(table, folder)
     table = table.assign(_group=_model_groups(table))
     table["model"] = table["_group"].map(_group_labels(table))
@@ -398,7 +400,7 @@ def folder_page(folder: Path, out_dir: Path, baseline: str | None = None) -> lis
     stale = {path for path in (folder / "pages").glob("*.html")} - set(written)
     for path in stale:
         path.unlink()
-    return written
+    return written, summary
 
 
 def _relative(target: Path, start: Path) -> str:
@@ -409,20 +411,18 @@ def _relative(target: Path, start: Path) -> str:
 
 def write_pages(out_dir: str | Path, baseline: str | None = None) -> list[Path]:
     """Every results folder's pages under out_dir, and out_dir/index.html over them all."""
-    from genvar_bench.results import read_results
-    from genvar_bench.tables import finished, results_folders, summarize
+    from genvar_bench.tables import results_folders
 
     out_dir = Path(out_dir)
     written: list[Path] = []
     entries: list[dict] = []
     folders = []
     for folder in results_folders(out_dir):
-        pages = folder_page(folder, out_dir, baseline)
+        pages, summary = folder_page(folder, out_dir, baseline)
         if not pages:
             continue
         written += pages
         folders.append(folder)
-        summary = summarize(finished(read_results(folder)), folder)
         relative = _relative(folder, out_dir)
         entries += leaderboard_rows(summary, folder, relative + "/", relative)
     if not folders:

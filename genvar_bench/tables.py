@@ -127,9 +127,9 @@ def per_example_values(rows: pd.DataFrame, directory: Path | None, key: str,
 
 def mean_interval(values: np.ndarray) -> tuple[float, float]:
     """(mean, half-width of its 95% normal interval) over the entries of values."""
-    if values.size < 2:
-        return float(values.mean()), math.nan
-    return float(values.mean()), Z95 * float(values.std(ddof=1)) / math.sqrt(values.size)
+    from genvar_bench.diagnostics import mean_interval as interval
+
+    return interval(values, Z95)
 
 
 def summarize(table: pd.DataFrame, directory: Path | None = None,

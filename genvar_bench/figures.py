@@ -266,6 +266,32 @@ def budget_figure(scored: pd.DataFrame, directory: Path, dataset: str) -> list[P
     return [path]
 
 
+# Estimators that are another's at k = 1, bit for bit: IWAE's bound with one sample is the
+# VAE's ELBO (digits: the same trained model, seeds 0-2), so its k = 1 SNR is the VAE's.
+SAME_AT_K1 = {"iwae": "vae"}
+
+
+def snr_lines(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The gradient SNR against k of each estimator (a model label less its k), rows sorted
+    by k, from a summary with `grad_snr_q`; an estimator of SAME_AT_K1 without a k = 1 row
+    takes that of its twin (the same layers and options), flagged in `shared_k1`."""
+    snr = summary[summary["grad_snr_q"].notna()].copy()
+    snr["estimator_name"] = snr["model"].str.replace(r" ?k=\d+", "", regex=True)
+    snr["shared_k1"] = False
+    lines = {name: rows for name, rows in snr.groupby("estimator_name", sort=True)}
+    for name, rows in list(lines.items()):
+        method = str(rows["method"].iloc[0])
+        twin = SAME_AT_K1.get(method)
+        if twin is None or (rows["k"] == 1).any():
+            continue
+        twin_name = twin + name[len(method):] if name.startswith(method) else None
+        donor = lines.get(twin_name) if twin_name else None
+        if donor is not None and (donor["k"] == 1).any():
+            borrowed = donor[donor["k"] == 1].assign(shared_k1=True, estimator_name=name)
+            lines[name] = pd.concat([borrowed, rows])
+    return {name: rows.sort_values("k") for name, rows in lines.items()}
+
+
 def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> list[Path]:
     """The paper's decomposition and the estimators, where measured: the posterior gaps
     (ELBO - NLL and k-bound - NLL, one pair of bars per model with its 95% interval over
@@ -320,14 +346,12 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
         _save(figure, written[-1])
         plt.close(figure)
     if "grad_snr_q" in summary and summary["grad_snr_q"].notna().any():
-        snr = summary[summary["grad_snr_q"].notna()].copy()
-        snr["estimator_name"] = snr["model"].str.replace(r" ?k=\d+", "", regex=True)
+        snr = snr_lines(summary)
         figure, axes = plt.subplots(1, 2, figsize=(11, 4))
         markers = "osD^vP"
         for axis, part, title in ((axes[0], "q", "q's parameters (inference)"),
                                   (axes[1], "p", "p's parameters (generation)")):
-            for index, (label, lines) in enumerate(snr.groupby("estimator_name", sort=True)):
-                lines = lines.sort_values("k")
+            for index, (label, lines) in enumerate(snr.items()):
                 colour = family_colour(str(lines["method"].iloc[0]))
                 axis.plot(lines["k"], lines[f"grad_snr_{part}"], marker=markers[index % len(markers)],
                           color=colour, label=f"{label}, trained")
@@ -342,8 +366,11 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
             axis.set_title(title)
         axes[0].set_ylabel("SNR: mean over parameters of |E g| / sd g")
         _legend_outside(axes[1])
+        shared = [name for name, lines in snr.items() if lines["shared_k1"].any()]
         figure.suptitle(f"{dataset}: gradient signal-to-noise ratio against k "
-                        "(Rainforth et al. 2018: IWAE's q falls as 1/sqrt(k), p's rises)")
+                        "(Rainforth et al. 2018: IWAE's q falls as 1/sqrt(k), p's rises)"
+                        + (f"\n{', '.join(shared)} at k=1: the VAE k=1 row (the same gradient)"
+                           if shared else ""))
         written.append(directory / "figures" / "gradient_snr.png")
         _save(figure, written[-1])
         plt.close(figure)

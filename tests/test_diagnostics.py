@@ -157,6 +157,51 @@ def test_iwae_q_snr_falls_with_k_where_dregs_does_not():
     assert snr["iwae-dreg", 64].q > snr["iwae", 64].q
 
 
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_iwae_at_k1_is_the_vae_bit_for_bit(backend):
+    """The figure draws IWAE's k = 1 SNR from the VAE k = 1 row (figures.SAME_AT_K1): the
+    two losses and their gradients are equal bit for bit under the same draws."""
+    from genvar_bench.data import load_dataset
+    from genvar_bench.figures import SAME_AT_K1
+    from genvar_bench.methods import build_method
+
+    batch = load_dataset("digits").train[:20]
+    results = {}
+    for name in ("iwae", SAME_AT_K1["iwae"]):
+        torch.manual_seed(0)
+        method = build_method(name, data_dim=batch.shape[1], layers=2, num_samples=1, backend=backend)
+        torch.manual_seed(1)
+        loss = method.loss(batch)
+        loss.backward()
+        results[name] = (loss.detach(), [p.grad.clone() for p in method.parameters()])
+    (loss_a, grads_a), (loss_b, grads_b) = results.values()
+    assert torch.equal(loss_a, loss_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+
+
+def test_snr_lines_lend_the_vaes_k1_to_iwae_and_nothing_else():
+    import pandas as pd
+
+    from genvar_bench.figures import snr_lines
+
+    def row(method, k, layers=1, q=1.0):
+        model = f"{method} k={k}" + (f" L={layers}" if layers != 1 else "")
+        return dict(model=model, method=method, k=k, grad_snr_q=q, grad_snr_p=2 * q,
+                    grad_snr_q_init=q, grad_snr_p_init=q)
+
+    summary = pd.DataFrame([row("vae", 1, q=0.5), row("vae", 5), row("iwae", 50, q=0.2),
+                            row("iwae", 5, q=0.3), row("iwae-dreg", 5), row("vae", 1, 2, q=0.9),
+                            row("iwae", 5, 2)])
+    lines = snr_lines(summary)
+    assert set(lines) == {"vae", "iwae", "iwae-dreg", "vae L=2", "iwae L=2"}
+    assert list(lines["iwae"]["k"]) == [1, 5, 50]
+    assert list(lines["iwae"]["grad_snr_q"]) == [0.5, 0.3, 0.2]
+    assert list(lines["iwae"]["shared_k1"]) == [True, False, False]
+    assert list(lines["iwae L=2"]["grad_snr_q"]) == [0.9, 1.0]   # its own layers' twin
+    assert list(lines["iwae-dreg"]["k"]) == [5]                   # no twin
+    assert not lines["vae"]["shared_k1"].any()
+
+
 # ---------------------------------------------------------------- rows and the diagnose command
 
 def test_a_row_keeps_its_estimators_ess_and_per_example_bounds(tmp_path):

@@ -84,7 +84,10 @@ def train(method, train_data: torch.Tensor, profile: Profile, seed: int,
     for epoch_settings in settings[stats.epochs:]:
         for group in optimizer.param_groups:
             group.update(epoch_settings)
-        epoch_loss = _train_epoch(model, optimizer, train_data, batch_size, generator, bar, binarize)
+        try:
+            epoch_loss = _train_epoch(model, optimizer, train_data, batch_size, generator, bar, binarize)
+        except FloatingPointError as error:
+            raise FloatingPointError(f"{error} in epoch {stats.epochs + 1} of {len(settings)}") from None
         stats.epochs += 1
         stats.examples += num_examples
         stats.seconds = time.perf_counter() - start

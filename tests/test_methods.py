@@ -129,3 +129,22 @@ def test_profile_scaling_keeps_the_schedule_order():
     assert get_profile("quick").scaled(500).epochs == 500
     with pytest.raises(ValueError):
         paper.scaled(0)
+
+
+def test_a_diverging_run_says_in_which_epoch():
+    model = make("vae", 1, 1, data_dim=64)
+    data = load_dataset("digits")
+    profile = get_profile("quick").scaled(3)
+    steps_per_epoch = -(-data.train.shape[0] // profile.batch_size)
+    calls = []
+    loss = model.loss
+
+    def loss_that_diverges(x):  # finite through epoch 1, NaN from the second step of epoch 2
+        calls.append(1)
+        value = loss(x)
+        return value * float("nan") if len(calls) > steps_per_epoch + 1 else value
+
+    model.loss = loss_that_diverges
+    with pytest.raises(FloatingPointError, match=r"^training loss became nan: the run diverged "
+                                                 r"in epoch 2 of 3$"):
+        train(model, data.train, profile, seed=0, show_progress=False)

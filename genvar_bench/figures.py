@@ -359,7 +359,7 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
                           linestyle="--", color=colour, alpha=0.6, label=f"{label}, at initialisation")
             axis.set_xscale("log")
             axis.set_yscale("log")
-            ticks = sorted(snr["k"].astype(int).unique())
+            ticks = sorted({int(k) for lines in snr.values() for k in lines["k"]})
             axis.set_xticks(ticks, [str(k) for k in ticks])
             axis.minorticks_off()
             axis.set_xlabel("k (samples per gradient)")

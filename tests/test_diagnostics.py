@@ -233,6 +233,10 @@ def test_diagnose_stores_the_snr_in_each_eligible_row_and_nothing_else(tmp_path,
     capsys.readouterr()
     assert cli.main(["diagnose", str(folder), "--draws", "20"]) == 0  # done rows are kept
     assert "SNR" not in capsys.readouterr().err
+    figure = folder / "figures" / "gradient_snr.png"
+    assert not figure.exists()
+    assert cli.main(["report", "--out", str(tmp_path)]) == 0
+    assert figure.stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("args, message", [

@@ -239,10 +239,37 @@ def test_diagnose_stores_the_snr_in_each_eligible_row_and_nothing_else(tmp_path,
     assert figure.stat().st_size > 10_000
 
 
+def test_diagnose_measures_a_failed_row_at_initialisation_only(tmp_path, capsys):
+    """A run that diverged has no trained weights; its estimator's SNR at initialisation is
+    measured from its spec (the same as a finished row of that spec would get)."""
+    import dataclasses
+
+    from genvar_bench import results, spec as specs
+
+    assert cli.main(["run", *FAST, "--out", str(tmp_path), "--method", "iwae", "--k", "5"]) == 0
+    folder = tmp_path / "digits" / "quick"
+    finished = specs.from_json(read_results(folder).iloc[0]["spec"])
+    failed = dataclasses.replace(finished, k=7)
+    results.update_folder(folder, [(failed, results.failed_row(
+        failed, "FloatingPointError: training loss became nan", "abc"))])
+    assert cli.main(["diagnose", str(folder), "--draws", "20"]) == 0
+    assert "no trained weights" in capsys.readouterr().err
+    rows = read_results(folder).set_index("k")
+    assert rows.loc[7, "status"] == "failed" and math.isnan(rows.loc[7, "grad_snr_q"])
+    assert rows.loc[7, "grad_snr_q_init"] > 0 and rows.loc[7, "grad_snr_p_init"] > 0
+    assert rows.loc[5, "grad_snr_q"] > 0
+    from genvar_bench.cli.diagnose import initial_method
+    from genvar_bench.data import load_dataset
+
+    data = load_dataset("digits")
+    direct = diagnostics.gradient_snr(initial_method(failed, data), data.train[:diagnostics.SNR_BATCH], 20)
+    assert (rows.loc[7, "grad_snr_q_init"], rows.loc[7, "grad_snr_p_init"]) == (direct.q, direct.p)
+
+
 @pytest.mark.parametrize("args, message", [
     (["nowhere"], "no results"),
     (["{folder}", "--draws", "1"], "at least 2"),
-    (["{folder}", "--method", "diffusion"], "no finished rows of diffusion"),
+    (["{folder}", "--method", "diffusion"], "no rows of diffusion"),
 ])
 def test_diagnose_bad_input_is_one_line(tmp_path, capsys, args, message):
     folder = tmp_path / "digits" / "quick"

@@ -1,15 +1,18 @@
 """`python -m genvar_bench diagnose FOLDER`: the gradient signal-to-noise ratio of each kept
 model's training estimator, at its trained weights and at its initialisation, stored in
-its row (`diagnostics.gradient_snr`)."""
+its row (`diagnostics.gradient_snr`); a failed row (a run that diverged) gets the ratio at
+initialisation only."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from genvar_bench import diagnostics, results
+from genvar_bench import diagnostics, results, spec as specs
 from genvar_bench.cli import arguments
+from genvar_bench.plugins import PluginError, load_plugin
 
 SNR_COLUMNS = ("grad_snr_q", "grad_snr_p", "grad_snr_q_init", "grad_snr_p_init",
                "grad_snr_draws", "grad_snr_batch")
@@ -52,49 +55,74 @@ def command_diagnose(args) -> int:
     if table.empty:
         sys.exit(f"error: {folder} holds no results")
     wanted = None if args.method is None else set(args.method.split(","))
-    rows = table[table["status"] == "ok"]
+    # A failed row (a run that diverged) has no trained weights: its ratio at initialisation
+    # is still measured, from its spec.
+    rows = table[table["status"].isin(["ok", "failed"])]
     if wanted is not None:
         unknown = wanted - set(rows["method"])
         if unknown:
-            sys.exit(f"error: no finished rows of {', '.join(sorted(unknown))} in {folder}")
+            sys.exit(f"error: no rows of {', '.join(sorted(unknown))} in {folder}")
         rows = rows[rows["method"].isin(wanted)]
-    todo = []
+    todo: list[tuple[Any, Path | None]] = []
     for _, row in rows.iterrows():
-        model = folder / "models" / f"{row['artifact']}.safetensors"
-        if not args.force and "grad_snr_q" in row and row["grad_snr_q"] == row["grad_snr_q"]:
+        done = "grad_snr_q" if row["status"] == "ok" else "grad_snr_q_init"
+        if not args.force and done in row and row[done] == row[done]:
             continue
-        if not row["artifact"] or not model.exists():
+        if row["status"] != "ok":
+            todo.append((row, None))
+            continue
+        kept = folder / "models" / f"{row['artifact']}.safetensors"
+        if not row["artifact"] or not kept.exists():
             print(f"{row['method']} k={row['k']} seed {row['seed']}: no kept model, skipped",
                   file=sys.stderr)
             continue
-        todo.append((row, model))
+        todo.append((row, kept))
     data = {}
     for index, (row, model) in enumerate(todo):
-        method, info = arguments.load_model_or_exit(str(model), "cpu", args.plugin)
-        if not eligible(method):
-            if wanted is not None:
-                sys.exit(f"error: {row['method']} has no separate trainable q and p")
-            continue
-        spec = info["spec"]
+        if model is None:
+            method, spec = None, specs.from_json(row["spec"])
+        else:
+            method, info = arguments.load_model_or_exit(str(model), "cpu", args.plugin)
+            spec = info["spec"]
         if (spec.dataset, spec.binarization) not in data:
             data[spec.dataset, spec.binarization] = arguments.load_data_or_exit(
                 spec.dataset, args.data_dir, spec.binarization)
         dataset = data[spec.dataset, spec.binarization]
+        if model is None:
+            for source in args.plugin:  # a failed plug-in row's method (a model loads its own)
+                try:
+                    load_plugin(source)
+                except PluginError as error:
+                    sys.exit(f"error: {error}")
+            try:
+                start = initial_method(spec, dataset)
+            except ValueError as error:  # a plug-in method not loaded
+                sys.exit(f"error: the failed row of {row['method']}: {error} (name its --plugin)")
+        else:
+            start = initial_method(spec, dataset)
+        if not eligible(start):
+            if wanted is not None:
+                sys.exit(f"error: {row['method']} has no separate trainable q and p")
+            continue
         batch = dataset.train[:diagnostics.SNR_BATCH]
-        trained = diagnostics.gradient_snr(method, batch, args.draws)
-        initial = diagnostics.gradient_snr(initial_method(spec, dataset), batch, args.draws)
+        trained = None if method is None else diagnostics.gradient_snr(method, batch, args.draws)
+        initial = diagnostics.gradient_snr(start, batch, args.draws)
         stored = results.stored_row(folder, spec)
         if stored is None:
-            sys.exit(f"error: the row of {model.name} is no longer in {folder}")
-        stored.update(grad_snr_q=trained.q, grad_snr_p=trained.p, grad_snr_q_init=initial.q,
+            sys.exit(f"error: the row of {spec.label} seed {spec.seed} is no longer in {folder}")
+        nan = float("nan")
+        stored.update(grad_snr_q=nan if trained is None else trained.q,
+                      grad_snr_p=nan if trained is None else trained.p, grad_snr_q_init=initial.q,
                       grad_snr_p_init=initial.p, grad_snr_draws=args.draws,
                       grad_snr_batch=f"train[0:{diagnostics.SNR_BATCH}]")
         from genvar_bench.tables import write_results_markdown
 
         results.update_folder(folder, [(spec, stored)], render=write_results_markdown)
+        measured = ("no trained weights (the run failed)" if trained is None else
+                    f"q {trained.q:.3g}, p {trained.p:.3g}")
         print(f"[{index + 1}/{len(todo)}] {row['method']} k={row['k']} seed {row['seed']}: "
-              f"SNR q {trained.q:.3g} (init {initial.q:.3g}), p {trained.p:.3g} "
-              f"(init {initial.p:.3g})", file=sys.stderr, flush=True)
+              f"SNR {measured}; at initialisation q {initial.q:.3g}, p {initial.p:.3g}",
+              file=sys.stderr, flush=True)
     return 0
 
 

@@ -298,6 +298,7 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
     test examples), the test estimator's effective sample size, and the gradient SNR of
     q's and p's parameters against k per method (trained solid, at initialisation dashed)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator
 
     from genvar_bench.tables import summarize
 
@@ -361,16 +362,20 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
             axis.set_yscale("log")
             ticks = sorted({int(k) for lines in snr.values() for k in lines["k"]})
             axis.set_xticks(ticks, [str(k) for k in ticks])
-            axis.minorticks_off()
+            axis.xaxis.set_minor_locator(NullLocator())
+            axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.yaxis.set_minor_locator(NullLocator())
             axis.set_xlabel("k (samples per gradient)")
             axis.set_title(title)
         axes[0].set_ylabel("SNR: mean over parameters of |E g| / sd g")
         _legend_outside(axes[1])
-        shared = [name for name, lines in snr.items() if lines["shared_k1"].any()]
         figure.suptitle(f"{dataset}: gradient signal-to-noise ratio against k "
-                        "(Rainforth et al. 2018: IWAE's q falls as 1/sqrt(k), p's rises)"
-                        + (f"\n{', '.join(shared)} at k=1: the VAE k=1 row (the same gradient)"
-                           if shared else ""))
+                        "(Rainforth et al. 2018: IWAE's q falls as 1/sqrt(k), p's rises)")
+        shared = [name for name, lines in snr.items() if lines["shared_k1"].any()]
+        if shared:
+            figure.text(0.5, -0.02, f"{', '.join(shared)} at k=1: the VAE's k=1 row (the same loss "
+                        "and gradient, bit for bit)", ha="center", va="top", fontsize=9)
         written.append(directory / "figures" / "gradient_snr.png")
         _save(figure, written[-1])
         plt.close(figure)

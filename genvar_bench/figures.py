@@ -287,7 +287,8 @@ def snr_lines(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
         twin_name = twin + name[len(method):] if name.startswith(method) else None
         donor = lines.get(twin_name) if twin_name else None
         if donor is not None and (donor["k"] == 1).any():
-            borrowed = donor[donor["k"] == 1].assign(shared_k1=True, estimator_name=name)
+            borrowed = donor[donor["k"] == 1].assign(shared_k1=True, estimator_name=name,
+                                                     method=method)  # drawn in its borrower's colour
             lines[name] = pd.concat([borrowed, rows])
     return {name: rows.sort_values("k") for name, rows in lines.items()}
 

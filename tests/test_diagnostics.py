@@ -197,6 +197,7 @@ def test_snr_lines_lend_the_vaes_k1_to_iwae_and_nothing_else():
     assert list(lines["iwae"]["k"]) == [1, 5, 50]
     assert list(lines["iwae"]["grad_snr_q"]) == [0.5, 0.3, 0.2]
     assert list(lines["iwae"]["shared_k1"]) == [True, False, False]
+    assert set(lines["iwae"]["method"]) == {"iwae"}                # drawn in IWAE's colour
     assert list(lines["iwae L=2"]["grad_snr_q"]) == [0.9, 1.0]   # its own layers' twin
     assert list(lines["iwae-dreg"]["k"]) == [5]                   # no twin
     assert not lines["vae"]["shared_k1"].any()

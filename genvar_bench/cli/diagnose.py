@@ -77,6 +77,12 @@ def command_diagnose(args) -> int:
                   file=sys.stderr)
             continue
         todo.append((row, kept))
+    if any(model is None for _, model in todo):  # a failed plug-in row's method (a model loads its own)
+        for source in args.plugin:
+            try:
+                load_plugin(source)
+            except PluginError as error:
+                sys.exit(f"error: {error}")
     data = {}
     for index, (row, model) in enumerate(todo):
         if model is None:
@@ -88,18 +94,10 @@ def command_diagnose(args) -> int:
             data[spec.dataset, spec.binarization] = arguments.load_data_or_exit(
                 spec.dataset, args.data_dir, spec.binarization)
         dataset = data[spec.dataset, spec.binarization]
-        if model is None:
-            for source in args.plugin:  # a failed plug-in row's method (a model loads its own)
-                try:
-                    load_plugin(source)
-                except PluginError as error:
-                    sys.exit(f"error: {error}")
-            try:
-                start = initial_method(spec, dataset)
-            except ValueError as error:  # a plug-in method not loaded
-                sys.exit(f"error: the failed row of {row['method']}: {error} (name its --plugin)")
-        else:
+        try:
             start = initial_method(spec, dataset)
+        except ValueError as error:  # a failed row of a plug-in method not loaded
+            sys.exit(f"error: the row of {row['method']}: {error} (name its --plugin)")
         if not eligible(start):
             if wanted is not None:
                 sys.exit(f"error: {row['method']} has no separate trainable q and p")

@@ -224,7 +224,9 @@ def test_diagnose_stores_the_snr_in_each_eligible_row_and_nothing_else(tmp_path,
     assert cli.main(["run", *FAST, "--out", str(tmp_path), "--method", "vae,rbm-cd", "--k", "5"]) == 0
     folder = tmp_path / "digits" / "quick"
     before = read_results(folder).set_index("method")
+    capsys.readouterr()
     assert cli.main(["diagnose", str(folder), "--draws", "20"]) == 0
+    assert "] vae k=5 L=1 seed 0: SNR q " in capsys.readouterr().err  # its layers named
     after = read_results(folder).set_index("method")
     assert after.loc["vae", "grad_snr_q"] > 0 and after.loc["vae", "grad_snr_p_init"] > 0
     assert after.loc["vae", "grad_snr_draws"] == 20

@@ -73,8 +73,8 @@ def command_diagnose(args) -> int:
             continue
         kept = folder / "models" / f"{row['artifact']}.safetensors"
         if not row["artifact"] or not kept.exists():
-            print(f"{row['method']} k={row['k']} seed {row['seed']}: no kept model, skipped",
-                  file=sys.stderr)
+            print(f"{specs.from_json(row['spec']).label} seed {row['seed']}: no kept model, "
+                  "skipped", file=sys.stderr)
             continue
         todo.append((row, kept))
     if any(model is None for _, model in todo):  # a failed plug-in row's method (a model loads its own)
@@ -118,7 +118,7 @@ def command_diagnose(args) -> int:
         results.update_folder(folder, [(spec, stored)], render=write_results_markdown)
         measured = ("no trained weights (the run failed)" if trained is None else
                     f"q {trained.q:.3g}, p {trained.p:.3g}")
-        print(f"[{index + 1}/{len(todo)}] {row['method']} k={row['k']} seed {row['seed']}: "
+        print(f"[{index + 1}/{len(todo)}] {spec.label} seed {spec.seed}: "
               f"SNR {measured}; at initialisation q {initial.q:.3g}, p {initial.p:.3g}",
               file=sys.stderr, flush=True)
     return 0

@@ -12,7 +12,7 @@ import torch
 
 from genvar_bench.atomic import write_atomic
 from genvar_bench.tables import (PUBLISHED, _group_labels, _model_groups, _setting_text, finished,
-                                 kernel_speedups)
+                                 kernel_speedups, model_label)
 
 
 # One colour per family in every figure (and the results pages): a plug-in takes its
@@ -108,6 +108,7 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="paper")
+    failed = table[table["status"] == "failed"] if "status" in table else table.iloc[:0]
     table = finished(table).copy()
     if table.empty:
         return []
@@ -199,7 +200,7 @@ def table_figures(table: pd.DataFrame, directory: Path, dataset: str) -> list[Pa
         plt.close(figure)
 
     written += budget_figure(scored, directory, dataset)
-    written += diagnostics_figures(scored, directory, dataset)
+    written += diagnostics_figures(scored, directory, dataset, failed)
 
     # Throughput per model, one panel per device and backend.
     table["device, backend"] = table["device"] + ", " + table["backend"]
@@ -271,11 +272,25 @@ def budget_figure(scored: pd.DataFrame, directory: Path, dataset: str) -> list[P
 SAME_AT_K1 = {"iwae": "vae"}
 
 
-def snr_lines(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def snr_lines(summary: pd.DataFrame, failed: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """The gradient SNR against k of each estimator (a model label less its k), rows sorted
     by k, from a summary with `grad_snr_q`; an estimator of SAME_AT_K1 without a k = 1 row
-    takes that of its twin (the same layers and options), flagged in `shared_k1`."""
+    takes that of its twin (the same layers and options), flagged in `shared_k1`. A model
+    whose runs failed (diverged) and has no finished row gives its SNR at initialisation,
+    the mean over its failed rows in `failed` (rows of the store), flagged in `failed`."""
     snr = summary[summary["grad_snr_q"].notna()].copy()
+    snr["failed"] = False
+    if failed is not None and "grad_snr_q_init" in failed:
+        lost = failed[failed["grad_snr_q_init"].notna()]
+        lost = lost.assign(model=[model_label(row) for _, row in lost.iterrows()])
+        lost = lost[~lost["model"].isin(summary["model"])]
+        if not lost.empty:
+            lost = lost.groupby("model", as_index=False).agg(
+                method=("method", "first"), k=("k", "first"),
+                grad_snr_q_init=("grad_snr_q_init", "mean"),
+                grad_snr_p_init=("grad_snr_p_init", "mean"))
+            snr = pd.concat([snr, lost.assign(grad_snr_q=math.nan, grad_snr_p=math.nan,
+                                              failed=True)], ignore_index=True)
     snr["estimator_name"] = snr["model"].str.replace(r" ?k=\d+", "", regex=True)
     snr["shared_k1"] = False
     lines = {name: rows for name, rows in snr.groupby("estimator_name", sort=True)}
@@ -293,7 +308,8 @@ def snr_lines(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {name: rows.sort_values("k") for name, rows in lines.items()}
 
 
-def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> list[Path]:
+def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str,
+                        failed: pd.DataFrame | None = None) -> list[Path]:
     """The paper's decomposition and the estimators, where measured: the posterior gaps
     (ELBO - NLL and k-bound - NLL, one pair of bars per model with its 95% interval over
     test examples), the test estimator's effective sample size, and the gradient SNR of
@@ -348,7 +364,7 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
         _save(figure, written[-1])
         plt.close(figure)
     if "grad_snr_q" in summary and summary["grad_snr_q"].notna().any():
-        snr = snr_lines(summary)
+        snr = snr_lines(summary, failed)
         figure, axes = plt.subplots(1, 2, figsize=(11, 4))
         markers = "osD^vP"
         for axis, part, title in ((axes[0], "q", "q's parameters (inference)"),
@@ -373,10 +389,14 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str) -> 
         _legend_outside(axes[1])
         figure.suptitle(f"{dataset}: gradient signal-to-noise ratio against k "
                         "(Rainforth et al. 2018: IWAE's q falls as 1/sqrt(k), p's rises)")
-        shared = [name for name, lines in snr.items() if lines["shared_k1"].any()]
-        if shared:
-            figure.text(0.5, -0.02, f"{', '.join(shared)} at k=1: the VAE's k=1 row (the same loss "
-                        "and gradient, bit for bit)", ha="center", va="top", fontsize=9)
+        notes = [f"{', '.join(shared)} at k=1: the VAE's k=1 row (the same loss and gradient, "
+                 "bit for bit)" for shared in [[name for name, lines in snr.items()
+                                                 if lines["shared_k1"].any()]] if shared]
+        notes += [f"{name} at k={', '.join(str(k) for k in lines.loc[lines['failed'], 'k'])}: "
+                  "diverged, at initialisation only" for name, lines in snr.items()
+                  if lines["failed"].any()]
+        if notes:
+            figure.text(0.5, -0.02, "; ".join(notes), ha="center", va="top", fontsize=9)
         written.append(directory / "figures" / "gradient_snr.png")
         _save(figure, written[-1])
         plt.close(figure)

@@ -201,6 +201,30 @@ def test_snr_lines_lend_the_vaes_k1_to_iwae_and_nothing_else():
     assert list(lines["iwae L=2"]["grad_snr_q"]) == [0.9, 1.0]   # its own layers' twin
     assert list(lines["iwae-dreg"]["k"]) == [5]                   # no twin
     assert not lines["vae"]["shared_k1"].any()
+    assert not any(line["failed"].any() for line in lines.values())
+
+
+def test_snr_lines_draw_a_diverged_model_at_initialisation_only():
+    """A model whose runs all failed keeps its SNR at initialisation (the mean over its
+    failed seeds) on its estimator's line; one with a finished row is not doubled."""
+    import math
+
+    import pandas as pd
+
+    from genvar_bench.figures import snr_lines
+
+    summary = pd.DataFrame([dict(model="rws k=5", method="rws", k=5, grad_snr_q=0.2,
+                                 grad_snr_p=1.9, grad_snr_q_init=0.25, grad_snr_p_init=1.1)])
+    nan = math.nan
+    failed = pd.DataFrame([
+        dict(method="rws", variant="", k=1, layers=1, seed=seed, grad_snr_q=nan, grad_snr_p=nan,
+             grad_snr_q_init=q, grad_snr_p_init=0.8) for seed, q in enumerate((0.02, 0.04))] + [
+        dict(method="rws", variant="", k=5, layers=1, seed=3, grad_snr_q=nan, grad_snr_p=nan,
+             grad_snr_q_init=9.0, grad_snr_p_init=9.0)])
+    line = snr_lines(summary, failed)["rws"]
+    assert list(line["k"]) == [1, 5] and list(line["failed"]) == [True, False]
+    assert line["grad_snr_q_init"].iloc[0] == pytest.approx(0.03)
+    assert math.isnan(line["grad_snr_q"].iloc[0]) and line["grad_snr_q_init"].iloc[1] == 0.25
 
 
 # ---------------------------------------------------------------- rows and the diagnose command

@@ -389,9 +389,11 @@ def diagnostics_figures(scored: pd.DataFrame, directory: Path, dataset: str,
         _legend_outside(axes[1])
         figure.suptitle(f"{dataset}: gradient signal-to-noise ratio against k "
                         "(Rainforth et al. 2018: IWAE's q falls as 1/sqrt(k), p's rises)")
-        notes = [f"{', '.join(shared)} at k=1: the VAE's k=1 row (the same loss and gradient, "
-                 "bit for bit)" for shared in [[name for name, lines in snr.items()
-                                                 if lines["shared_k1"].any()]] if shared]
+        notes = []
+        shared = [name for name, lines in snr.items() if lines["shared_k1"].any()]
+        if shared:
+            notes.append(f"{', '.join(shared)} at k=1: the VAE's k=1 row (the same loss and "
+                         "gradient, bit for bit)")
         notes += [f"{name} at k={', '.join(str(k) for k in lines.loc[lines['failed'], 'k'])}: "
                   "diverged, at initialisation only" for name, lines in snr.items()
                   if lines["failed"].any()]
